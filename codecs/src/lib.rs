@@ -1,0 +1,14 @@
+//! Pure encode/decode for skybridge: wire formats and audio codecs.
+//!
+//! No sockets, no tokio, no clock. Every parser takes borrowed bytes, has a size limit,
+//! never panics on untrusted input and has a fuzz target in `fuzz/`.
+#![forbid(unsafe_code)]
+
+pub mod amf0;
+pub mod flv;
+pub mod g711;
+pub mod rtcp;
+pub mod rtmp;
+pub mod rtp;
+pub mod sdp;
+pub mod sip;

@@ -1,0 +1,1 @@
+//! RTMP client transport (sans-IO session).
