@@ -1,6 +1,8 @@
 //! skybridge: an edge media relay between client-friendly transports and SIP/RTP.
 #![deny(unsafe_code)]
 
+pub mod config;
 pub mod media;
+pub mod relay;
 pub mod rtmp;
 pub mod sip;

@@ -1,0 +1,553 @@
+//! Configuration: one TOML file, every key optional with a safe default.
+//!
+//! Validated at start: an error names the key and the problem. With no file at all the relay
+//! listens on loopback only, client authentication is off and only the built-in targets
+//! (`echo`, `tone`) can be dialled.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub rtmp: RtmpConfig,
+    pub http: HttpConfig,
+    pub sip: SipConfig,
+    pub rtp: RtpConfig,
+    pub auth: AuthConfig,
+    pub builtin: BuiltinConfig,
+    pub limits: LimitsConfig,
+    /// Users allowed to place calls.
+    pub users: Vec<UserConfig>,
+    /// Dial plan: a target name a client may dial → the SIP URI it reaches.
+    pub dialplan: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtmpConfig {
+    /// Listen address for RTMP; empty string disables the listener.
+    pub listen: String,
+    /// Seconds a client has to finish the handshake and `connect`.
+    pub handshake_timeout_secs: u64,
+    /// Largest RTMP message accepted (bytes).
+    pub max_message_bytes: usize,
+    /// Bytes a connection may hold in partially reassembled messages.
+    pub max_buffered_bytes: usize,
+    /// Seconds without any input after which a connection is closed.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:1935".into(),
+            handshake_timeout_secs: 10,
+            max_message_bytes: 256 * 1024,
+            max_buffered_bytes: 1024 * 1024,
+            idle_timeout_secs: 30,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address for `/metrics`, `/healthz`, `/readyz`; empty string disables it.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9090".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// UDP address the relay's SIP user agent binds.
+    pub listen: SocketAddr,
+    /// Address written into Via/Contact (for NAT); defaults to `listen`.
+    pub advertised: Option<SocketAddr>,
+    /// Where every outgoing request is sent (a PBX, proxy or phone). Without it, requests go to
+    /// the host and port of the dialled URI.
+    pub upstream: Option<SocketAddr>,
+    /// Hosts SIP is accepted from besides `upstream` and the dialled peers (IP addresses).
+    pub allowed_peers: Vec<IpAddr>,
+    /// Domain used in From URIs (`sip:user@domain`); defaults to the advertised host.
+    pub domain: Option<String>,
+    /// RFC 3261 T1 in milliseconds.
+    pub t1_ms: u64,
+    /// RFC 3261 T2 in milliseconds.
+    pub t2_ms: u64,
+    /// RFC 3261 T4 in milliseconds.
+    pub t4_ms: u64,
+    /// Seconds to wait for an answer before hanging up (CANCEL).
+    pub ring_timeout_secs: u64,
+    pub user_agent: String,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060),
+            advertised: None,
+            upstream: None,
+            allowed_peers: Vec::new(),
+            domain: None,
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+            ring_timeout_secs: 60,
+            user_agent: concat!("skybridge/", env!("CARGO_PKG_VERSION")).into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtpConfig {
+    /// Address RTP sockets bind to.
+    pub bind_ip: IpAddr,
+    /// Address written into SDP (for NAT); defaults to `bind_ip`.
+    pub advertised_ip: Option<IpAddr>,
+    /// First port of the RTP range (even; RTCP uses port + 1).
+    pub port_min: u16,
+    /// Last port of the RTP range.
+    pub port_max: u16,
+    /// Seconds without RTP from the peer, once answered, after which the call is ended.
+    pub inactivity_timeout_secs: u64,
+    /// Frames older than this (ms) on their way to RTP are dropped instead of sent late.
+    pub max_delay_ms: u64,
+    /// Packet duration sent toward RTP (ms).
+    pub ptime_ms: u32,
+    /// Socket receive/send buffer sizes (bytes, 0 = system default).
+    pub socket_buffer_bytes: usize,
+    /// DSCP for RTP packets (46 = EF).
+    pub dscp: u8,
+    /// RTP payload type offered for RFC 4733 telephone-event.
+    pub telephone_event_pt: u8,
+}
+
+impl Default for RtpConfig {
+    fn default() -> Self {
+        Self {
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            advertised_ip: None,
+            port_min: 20000,
+            port_max: 20999,
+            inactivity_timeout_secs: 30,
+            max_delay_ms: 200,
+            ptime_ms: 20,
+            socket_buffer_bytes: 256 * 1024,
+            dscp: 46,
+            telephone_event_pt: 101,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Require a valid user token before a call can be placed.
+    pub required: bool,
+    /// Targets a client may dial when `required = false`.
+    pub anonymous_targets: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            required: false,
+            anonymous_targets: vec!["echo".into(), "tone".into()],
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuiltinConfig {
+    /// Run the built-in SIP targets `echo` and `tone`.
+    pub enabled: bool,
+    /// UDP address of the built-in SIP user agent (loopback only).
+    pub listen: SocketAddr,
+    /// Frequency of the `tone` target (Hz).
+    pub tone_hz: u32,
+}
+
+impl Default for BuiltinConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5070),
+            tone_hz: 1000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Calls at once across the relay.
+    pub max_calls: usize,
+    /// Client connections at once from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Client connections at once in all.
+    pub max_connections: usize,
+    /// Calls at once per user.
+    pub max_calls_per_user: usize,
+    /// Seconds calls may take to finish on shutdown before they are hung up.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_calls: 500,
+            max_connections_per_ip: 20,
+            max_connections: 2000,
+            max_calls_per_user: 4,
+            drain_timeout_secs: 0,
+        }
+    }
+}
+
+/// A user who may place calls.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// SHA-256 of the user's token, lowercase hex (`skybridge hash-token TOKEN` prints it).
+    pub token_sha256: String,
+    /// Dial-plan names this user may dial.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// SIP identity and digest credentials used on this user's calls.
+    #[serde(default)]
+    pub sip_username: Option<String>,
+    #[serde(default)]
+    pub sip_password: Option<String>,
+    /// Realm the credentials belong to; challenges naming another realm are not answered.
+    #[serde(default)]
+    pub sip_realm: Option<String>,
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+/// A configuration problem: the key and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(String),
+    #[error("`{key}`: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks cross-field rules; errors name the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let rtmp_listen = self.rtmp_listen()?;
+        let http_listen = self.http_listen()?;
+        if self.rtp.port_min % 2 != 0 {
+            return Err(invalid("rtp.port_min", "must be even (RTCP uses port + 1)"));
+        }
+        if self.rtp.port_max <= self.rtp.port_min {
+            return Err(invalid("rtp.port_max", "must be greater than rtp.port_min"));
+        }
+        if self.rtp.ptime_ms == 0 || self.rtp.ptime_ms > 120 || self.rtp.ptime_ms % 10 != 0 {
+            return Err(invalid("rtp.ptime_ms", "must be 10, 20, … 120"));
+        }
+        if self.rtp.dscp > 63 {
+            return Err(invalid("rtp.dscp", "must be 0..=63"));
+        }
+        if self.rtp.telephone_event_pt < 96 || self.rtp.telephone_event_pt > 127 {
+            return Err(invalid(
+                "rtp.telephone_event_pt",
+                "must be a dynamic payload type 96..=127",
+            ));
+        }
+        if self.sip.t1_ms == 0 || self.sip.t2_ms < self.sip.t1_ms {
+            return Err(invalid("sip.t2_ms", "need 0 < t1_ms <= t2_ms"));
+        }
+        if self.builtin.enabled && !self.builtin.listen.ip().is_loopback() {
+            return Err(invalid(
+                "builtin.listen",
+                "the built-in targets listen on loopback only",
+            ));
+        }
+        if self.builtin.enabled && self.builtin.listen == self.sip.listen {
+            return Err(invalid("builtin.listen", "must differ from sip.listen"));
+        }
+        if self.limits.max_calls == 0 {
+            return Err(invalid("limits.max_calls", "must be at least 1"));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, user) in self.users.iter().enumerate() {
+            let key = format!("users[{i}]");
+            if user.name.is_empty() {
+                return Err(invalid(format!("{key}.name"), "must not be empty"));
+            }
+            if !names.insert(user.name.as_str()) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("duplicate user `{}`", user.name),
+                ));
+            }
+            if user.token_sha256.len() != 64
+                || !user.token_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Err(invalid(
+                    format!("{key}.token_sha256"),
+                    "must be 64 hex digits (run `skybridge hash-token TOKEN`)",
+                ));
+            }
+            for target in &user.targets {
+                if !self.target_exists(target) {
+                    return Err(invalid(
+                        format!("{key}.targets"),
+                        format!("`{target}` is neither in [dialplan] nor a built-in target"),
+                    ));
+                }
+            }
+            if user.sip_password.is_some() && user.sip_username.is_none() {
+                return Err(invalid(
+                    format!("{key}.sip_username"),
+                    "required when sip_password is set",
+                ));
+            }
+        }
+        for (name, uri) in &self.dialplan {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.+".contains(&b))
+            {
+                return Err(invalid(
+                    format!("dialplan.{name}"),
+                    "names are letters, digits and - _ . +",
+                ));
+            }
+            if !(uri.starts_with("sip:") || uri.starts_with("sips:")) {
+                return Err(invalid(format!("dialplan.{name}"), "must be a sip: URI"));
+            }
+            if self.sip.upstream.is_none() && uri_host_port(uri).is_none() {
+                return Err(invalid(
+                    format!("dialplan.{name}"),
+                    "without sip.upstream the URI must name an IP address (and port)",
+                ));
+            }
+        }
+        for target in &self.auth.anonymous_targets {
+            if !self.target_exists(target) {
+                return Err(invalid(
+                    "auth.anonymous_targets",
+                    format!("`{target}` is neither in [dialplan] nor a built-in target"),
+                ));
+            }
+        }
+        if !self.auth.required {
+            let open: Vec<&str> = [("rtmp.listen", rtmp_listen), ("http.listen", http_listen)]
+                .iter()
+                .filter_map(|(k, a)| a.filter(|a| !a.ip().is_loopback()).map(|_| *k))
+                .collect();
+            if let Some(key) = open.first() {
+                return Err(invalid(
+                    *key,
+                    "a non-loopback listener needs client authentication: set auth.required = true and configure [[users]]",
+                ));
+            }
+            if !self.sip.listen.ip().is_loopback() && !self.auth.anonymous_targets.is_empty() {
+                // SIP itself is not a client listener, but anonymous dialling out of a public
+                // address is still an open relay.
+                return Err(invalid(
+                    "sip.listen",
+                    "a non-loopback SIP address with anonymous dialling is an open relay: set auth.required = true",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// True if `name` can be dialled at all (dial plan or built-in).
+    pub fn target_exists(&self, name: &str) -> bool {
+        self.dialplan.contains_key(name)
+            || (self.builtin.enabled && BUILTIN_TARGETS.contains(&name))
+    }
+
+    /// Parsed RTMP listen address (None = disabled).
+    pub fn rtmp_listen(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        parse_listen("rtmp.listen", &self.rtmp.listen)
+    }
+
+    /// Parsed HTTP listen address (None = disabled).
+    pub fn http_listen(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        parse_listen("http.listen", &self.http.listen)
+    }
+
+    pub fn sip_advertised(&self) -> SocketAddr {
+        self.sip.advertised.unwrap_or(self.sip.listen)
+    }
+
+    pub fn rtp_advertised_ip(&self) -> IpAddr {
+        self.rtp.advertised_ip.unwrap_or(self.rtp.bind_ip)
+    }
+
+    pub fn t1(&self) -> Duration {
+        Duration::from_millis(self.sip.t1_ms)
+    }
+}
+
+/// Names the built-in SIP user agent answers.
+pub const BUILTIN_TARGETS: [&str; 2] = ["echo", "tone"];
+
+fn parse_listen(key: &str, value: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .map_err(|_| invalid(key, format!("`{value}` is not an ip:port address")))
+}
+
+/// `sip:user@1.2.3.4:5062;params` → 1.2.3.4:5062 (port 5060 when absent). None if the host is
+/// not an IP literal.
+pub fn uri_host_port(uri: &str) -> Option<SocketAddr> {
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))?;
+    let hostport = rest.rsplit('@').next()?;
+    let hostport = hostport.split([';', '?']).next()?;
+    if let Ok(addr) = hostport.parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    let host = hostport.trim_start_matches('[').trim_end_matches(']');
+    host.parse::<IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, 5060))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    #[test]
+    fn no_file_defaults_are_valid_and_loopback_only() {
+        let c = Config::default();
+        c.validate().expect("defaults validate");
+        assert!(c.rtmp_listen().unwrap().unwrap().ip().is_loopback());
+        assert!(c.http_listen().unwrap().unwrap().ip().is_loopback());
+        assert!(c.sip.listen.ip().is_loopback());
+        assert!(!c.auth.required);
+        assert!(c.target_exists("echo") && c.target_exists("tone"));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let err = Config::from_toml("[rtmp]\nlisten_addr = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn public_listener_without_auth_is_refused() {
+        let err = Config::from_toml("[rtmp]\nlisten = \"0.0.0.0:1935\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("rtmp.listen") && text.contains("auth"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn public_listener_with_auth_is_accepted() {
+        let text = format!(
+            "[rtmp]\nlisten = \"0.0.0.0:1935\"\n[auth]\nrequired = true\nanonymous_targets = []\n\
+             [dialplan]\nbob = \"sip:bob@127.0.0.1:5062\"\n\
+             [[users]]\nname = \"alice\"\ntoken_sha256 = \"{HASH}\"\ntargets = [\"bob\"]\n"
+        );
+        let c = Config::from_toml(&text).expect("valid");
+        assert_eq!(c.users[0].targets, vec!["bob".to_string()]);
+    }
+
+    #[test]
+    fn user_target_missing_from_dialplan_is_named() {
+        let text =
+            format!("[[users]]\nname = \"a\"\ntoken_sha256 = \"{HASH}\"\ntargets = [\"carol\"]\n");
+        let err = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("users[0].targets") && err.contains("carol"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_token_hash_is_named() {
+        let err = Config::from_toml("[[users]]\nname = \"a\"\ntoken_sha256 = \"abc\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("users[0].token_sha256"), "{err}");
+    }
+
+    #[test]
+    fn odd_rtp_port_is_refused() {
+        let err = Config::from_toml("[rtp]\nport_min = 20001\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rtp.port_min"), "{err}");
+    }
+
+    #[test]
+    fn uri_host_port_parses_ip_literals() {
+        assert_eq!(
+            uri_host_port("sip:bob@127.0.0.1:5062"),
+            Some("127.0.0.1:5062".parse().unwrap())
+        );
+        assert_eq!(
+            uri_host_port("sip:127.0.0.1;transport=udp"),
+            Some("127.0.0.1:5060".parse().unwrap())
+        );
+        assert_eq!(
+            uri_host_port("sip:bob@[::1]:5070"),
+            Some("[::1]:5070".parse().unwrap())
+        );
+        assert_eq!(uri_host_port("sip:bob@pbx.example"), None);
+    }
+}
