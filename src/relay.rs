@@ -1,23 +1,150 @@
-//! Wires the layers together: listeners, SIP endpoint, calls. (Being written by the lead.)
+//! Wires the layers together: listeners (door), SIP endpoint, built-in targets, calls.
 
-use crate::config::Config;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::call::driver::Calls;
+use crate::config::{uri_host_port, Config};
+use crate::door;
+use crate::rtp_leg::PortPool;
+use crate::session::Authority;
+use crate::sip::{UaConfig, UserAgent};
+use crate::sip_endpoint::{self, SipHandle};
 
 /// A running relay.
 pub struct Relay {
-    _config: Config,
+    config: Arc<Config>,
+    calls: Calls,
+    sip: SipHandle,
+    builtin: Option<SipHandle>,
+    stop: watch::Sender<bool>,
+    rtmp_addr: Option<SocketAddr>,
+    sip_addr: SocketAddr,
+    door_tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Everything a client transport needs to serve a connection.
+#[derive(Clone)]
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub authority: Authority,
+    pub calls: Calls,
 }
 
 impl Relay {
     /// Binds every listener named in `config` and starts serving.
     pub async fn start(config: Config) -> std::io::Result<Relay> {
-        Ok(Relay { _config: config })
+        config
+            .validate()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let config = Arc::new(config);
+        let pool = PortPool::new(
+            config.rtp.bind_ip,
+            config.rtp.port_min,
+            config.rtp.port_max,
+            config.rtp.socket_buffer_bytes,
+            config.rtp.dscp,
+        );
+        let builtin = if config.builtin.enabled {
+            Some(crate::builtin::start(Arc::clone(&config), Arc::clone(&pool)).await?)
+        } else {
+            None
+        };
+        let socket = UdpSocket::bind(config.sip.listen).await?;
+        let sip_addr = socket.local_addr()?;
+        let advertised = config.sip.advertised.unwrap_or(sip_addr);
+        let ua = UserAgent::new(
+            UaConfig {
+                local: sip_addr,
+                advertised,
+                user_agent: config.sip.user_agent.clone(),
+                allowed_peers: allowed_peers(&config),
+                t1: config.t1(),
+                t2: Duration::from_millis(config.sip.t2_ms),
+                t4: Duration::from_millis(config.sip.t4_ms),
+            },
+            rand::random(),
+        );
+        // Incoming calls to clients arrive with inbound calling (not yet): refused with 480.
+        let sip = sip_endpoint::spawn(socket, ua, None, "relay");
+        let authority = Authority::new(Arc::clone(&config));
+        let calls = Calls::new(Arc::clone(&config), sip.clone(), pool, authority.clone());
+        let shared = Shared {
+            config: Arc::clone(&config),
+            authority,
+            calls: calls.clone(),
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let mut door_tasks = Vec::new();
+        let mut rtmp_addr = None;
+        if let Some(addr) = config
+            .rtmp_listen()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?
+        {
+            let listener = TcpListener::bind(addr).await?;
+            rtmp_addr = Some(listener.local_addr()?);
+            door_tasks.push(tokio::spawn(door::rtmp::serve(listener, shared.clone(), stop_rx.clone())));
+        }
+        info!(rtmp = ?rtmp_addr, sip = %sip_addr, builtin = config.builtin.enabled, "skybridge relay started");
+        Ok(Relay {
+            config,
+            calls,
+            sip,
+            builtin,
+            stop,
+            rtmp_addr,
+            sip_addr,
+            door_tasks,
+        })
     }
 
     /// Calls in progress.
     pub fn active_calls(&self) -> usize {
-        0
+        self.calls.active()
+    }
+
+    /// Where RTMP listens (useful with port 0 in tests).
+    pub fn rtmp_addr(&self) -> Option<SocketAddr> {
+        self.rtmp_addr
+    }
+
+    /// Where the relay's SIP user agent listens.
+    pub fn sip_addr(&self) -> SocketAddr {
+        self.sip_addr
     }
 
     /// Stops accepting, hangs up every call cleanly (BYE/CANCEL) and returns when done.
-    pub async fn shutdown(self) {}
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let grace = Duration::from_secs(self.config.limits.drain_timeout_secs);
+        self.calls.shutdown(grace).await;
+        // Let BYE/CANCEL transactions complete (bounded by the SIP timers' own limits).
+        self.sip.drained(Duration::from_secs(5)).await;
+        if let Some(b) = &self.builtin {
+            b.drained(Duration::from_secs(2)).await;
+        }
+        for t in self.door_tasks {
+            t.abort();
+        }
+        info!("skybridge relay stopped");
+    }
+}
+
+/// SIP is accepted only from the configured upstream, the dial plan's hosts, the built-in
+/// targets and `sip.allowed_peers`; everyone else is ignored silently.
+fn allowed_peers(config: &Config) -> Vec<IpAddr> {
+    let mut peers: Vec<IpAddr> = config.sip.allowed_peers.clone();
+    peers.extend(config.sip.upstream.map(|a| a.ip()));
+    peers.extend(config.dialplan.values().filter_map(|u| uri_host_port(u)).map(|a| a.ip()));
+    if config.builtin.enabled {
+        peers.push(config.builtin.listen.ip());
+    }
+    peers.sort();
+    peers.dedup();
+    peers
 }

@@ -1,0 +1,712 @@
+//! The call core: one client leg bridged to one SIP dialog and one RTP leg. Sans-IO.
+//!
+//! Inputs: client audio/DTMF/hang-up, SIP outcomes, RTP/RTCP datagrams, timeouts.
+//! Outputs ([`Output`]): RTP/RTCP to send, commands for the client legs, SIP actions.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use skybridge_codecs::{g711, rtcp, rtp, sdp};
+
+use super::pacer::{Paced, Pacer};
+use crate::media::{Codec, MediaFrame};
+
+/// Why a frame or packet was dropped (a metric label).
+pub type DropReason = &'static str;
+
+/// Settings a call core needs.
+#[derive(Clone, Debug)]
+pub struct CallSettings {
+    pub rtp_ip: IpAddr,
+    pub rtp_port: u16,
+    pub ptime: Duration,
+    pub max_delay: Duration,
+    pub inactivity_timeout: Duration,
+    pub ring_timeout: Duration,
+    pub telephone_event_pt: u8,
+    /// Seed for SSRC and initial sequence/timestamp.
+    pub seed: u64,
+}
+
+/// What the client legs are told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientCommand {
+    Ringing { code: u16 },
+    Answered,
+    Audio(MediaFrame),
+    Dtmf(char),
+    Ended { code: u16, reason: String },
+}
+
+/// Something the driver must do.
+#[derive(Debug)]
+pub enum Output {
+    Rtp { dest: SocketAddr, header: [u8; 12], payload: Bytes },
+    RtpOwned { dest: SocketAddr, packet: Vec<u8> },
+    Rtcp { dest: SocketAddr, packet: Vec<u8> },
+    Client(ClientCommand),
+    /// Hang up the SIP side (CANCEL or BYE, the SIP layer knows which).
+    SipHangup,
+    Dropped(DropReason),
+    /// A packet forwarded (for metrics): leg, direction, bytes.
+    Forwarded { toward_sip: bool, bytes: usize },
+    /// The call is over; nothing more will come out.
+    Finished,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Dialing,
+    Early,
+    Answered,
+    Ended,
+}
+
+#[derive(Debug, Default)]
+struct RecvStats {
+    ssrc: Option<u32>,
+    base_seq: u32,
+    max_seq: u16,
+    cycles: u32,
+    received: u32,
+    expected_prior: u32,
+    received_prior: u32,
+    jitter: f64,
+    last_transit: Option<i64>,
+    last_sr: u32,
+    last_sr_at: Option<Instant>,
+}
+
+/// One call.
+pub struct CallCore {
+    settings: CallSettings,
+    state: State,
+    started: Instant,
+    answered_at: Option<Instant>,
+    outputs: VecDeque<Output>,
+    /// Codec on the SIP leg (from the answer) and its payload type there.
+    sip_codec: Option<(Codec, u8)>,
+    remote_te_pt: Option<u8>,
+    remote_rtp: Option<SocketAddr>,
+    remote_rtcp: Option<SocketAddr>,
+    pacer: Pacer,
+    // Sender state toward RTP.
+    ssrc: u32,
+    seq: u16,
+    ts_offset: u32,
+    first_client_ts: Option<u32>,
+    last_sent_ts: Option<u32>,
+    packets_sent: u32,
+    octets_sent: u32,
+    // Receiver state from RTP.
+    recv: RecvStats,
+    first_rtp_ts: Option<(u32, u32)>,
+    last_rtp_at: Option<Instant>,
+    last_dtmf_ts: Option<u32>,
+    dtmf_queue: VecDeque<char>,
+    dtmf_next: Option<Instant>,
+    rtcp_next: Instant,
+    rng: u64,
+}
+
+const RTCP_INTERVAL: Duration = Duration::from_secs(5);
+const DTMF_DURATION_MS: u32 = 160;
+
+impl CallCore {
+    pub fn new(now: Instant, settings: CallSettings) -> CallCore {
+        let mut rng = settings.seed | 1;
+        let ssrc = xorshift(&mut rng) as u32;
+        let seq = xorshift(&mut rng) as u16;
+        let ts_offset = xorshift(&mut rng) as u32;
+        let capacity = (settings.max_delay.as_millis() as usize / 10).max(8) * 4;
+        CallCore {
+            pacer: Pacer::new(8000, settings.max_delay, capacity),
+            rtcp_next: now + RTCP_INTERVAL,
+            settings,
+            state: State::Dialing,
+            started: now,
+            answered_at: None,
+            outputs: VecDeque::with_capacity(64),
+            sip_codec: None,
+            remote_te_pt: None,
+            remote_rtp: None,
+            remote_rtcp: None,
+            ssrc,
+            seq,
+            ts_offset,
+            first_client_ts: None,
+            last_sent_ts: None,
+            packets_sent: 0,
+            octets_sent: 0,
+            recv: RecvStats::default(),
+            first_rtp_ts: None,
+            last_rtp_at: None,
+            last_dtmf_ts: None,
+            dtmf_queue: VecDeque::new(),
+            dtmf_next: None,
+            rng,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Our SDP offer: PCMU, PCMA and telephone-event, at our RTP address.
+    pub fn offer_sdp(&self) -> Vec<u8> {
+        sdp::SdpBuilder {
+            username: "skybridge".into(),
+            session_id: u64::from(self.ssrc),
+            session_version: 1,
+            address: self.settings.rtp_ip,
+            port: self.settings.rtp_port,
+            codecs: vec![(0, "PCMU", 8000), (8, "PCMA", 8000)],
+            telephone_event: Some(self.settings.telephone_event_pt),
+            ptime: Some(self.settings.ptime.as_millis() as u32),
+            direction: sdp::Direction::SendRecv,
+        }
+        .build()
+    }
+
+    /// Applies an SDP answer (or early-media SDP). Returns false if it has no usable audio.
+    fn apply_remote_sdp(&mut self, body: &[u8]) -> bool {
+        let Ok(desc) = sdp::SessionDescription::parse(body) else {
+            return false;
+        };
+        let Some(audio) = desc.first_audio() else {
+            return false;
+        };
+        let Some(ip) = desc.media_address(audio) else {
+            return false;
+        };
+        if audio.port == 0 {
+            return false;
+        }
+        // The answer's first format we support wins (RFC 3264 §6.1: answerer's order).
+        let mut chosen = None;
+        for pt in &audio.formats {
+            let codec = match audio.encoding_of(*pt) {
+                Some((name, 8000)) if name.eq_ignore_ascii_case("PCMU") => Some(Codec::Pcmu),
+                Some((name, 8000)) if name.eq_ignore_ascii_case("PCMA") => Some(Codec::Pcma),
+                _ => None,
+            };
+            if let Some(c) = codec {
+                chosen = Some((c, *pt));
+                break;
+            }
+        }
+        let Some(chosen) = chosen else {
+            return false;
+        };
+        self.sip_codec = Some(chosen);
+        self.remote_te_pt = audio.payload_type_for("telephone-event", 8000);
+        let rtp = SocketAddr::new(ip, audio.port);
+        self.remote_rtp = Some(rtp);
+        self.remote_rtcp = Some(match audio.rtcp {
+            Some((port, Some(addr))) => SocketAddr::new(addr, port),
+            Some((port, None)) => SocketAddr::new(ip, port),
+            None if audio.rtcp_mux => rtp,
+            None => SocketAddr::new(ip, audio.port.wrapping_add(1)),
+        });
+        true
+    }
+
+    /// SIP 180/183 (with SDP for early media).
+    pub fn sip_progress(&mut self, _now: Instant, code: u16, sdp: Option<&[u8]>) {
+        if self.state != State::Dialing && self.state != State::Early {
+            return;
+        }
+        if let Some(body) = sdp {
+            self.apply_remote_sdp(body);
+        }
+        self.state = State::Early;
+        self.outputs.push_back(Output::Client(ClientCommand::Ringing { code }));
+    }
+
+    /// SIP 2xx with the answer.
+    pub fn sip_answered(&mut self, now: Instant, sdp: &[u8]) {
+        if self.state == State::Ended || self.state == State::Answered {
+            return;
+        }
+        if !self.apply_remote_sdp(sdp) {
+            self.end(488, "no common audio codec in the answer");
+            self.outputs.push_back(Output::SipHangup);
+            return;
+        }
+        self.state = State::Answered;
+        self.answered_at = Some(now);
+        self.last_rtp_at = Some(now);
+        self.outputs.push_back(Output::Client(ClientCommand::Answered));
+    }
+
+    /// SIP final failure (after authentication handling).
+    pub fn sip_failed(&mut self, code: u16, reason: &str) {
+        self.end(code, reason);
+    }
+
+    /// The SIP dialog ended (BYE either way, or CANCEL completed).
+    pub fn sip_ended(&mut self, by_remote: bool) {
+        if by_remote {
+            self.end(200, "remote party hung up");
+        } else {
+            self.end(200, "call ended");
+        }
+    }
+
+    /// Every client leg left, or a client asked to hang up.
+    pub fn client_hangup(&mut self) {
+        if self.state == State::Ended {
+            return;
+        }
+        self.outputs.push_back(Output::SipHangup);
+        self.end(200, "client hung up");
+    }
+
+    /// The relay is shutting down.
+    pub fn shutdown(&mut self) {
+        if self.state == State::Ended {
+            return;
+        }
+        self.outputs.push_back(Output::SipHangup);
+        self.end(503, "relay shutting down");
+    }
+
+    fn end(&mut self, code: u16, reason: &str) {
+        if self.state == State::Ended {
+            return;
+        }
+        self.state = State::Ended;
+        self.outputs.push_back(Output::Client(ClientCommand::Ended {
+            code,
+            reason: reason.to_string(),
+        }));
+        self.outputs.push_back(Output::Finished);
+    }
+
+    /// Audio from a client leg. The payload is split into ptime pieces (zero-copy slices).
+    pub fn client_audio(&mut self, now: Instant, frame: MediaFrame) {
+        if self.state == State::Ended {
+            return;
+        }
+        let step = self.settings.ptime.as_millis() as usize * frame.codec.bytes_per_ms();
+        let mut offset = 0usize;
+        let len = frame.payload.len();
+        while offset < len {
+            let end = (offset + step).min(len);
+            let piece = MediaFrame {
+                codec: frame.codec,
+                timestamp: frame.timestamp.wrapping_add(offset as u32),
+                marker: frame.marker && offset == 0,
+                payload: frame.payload.slice(offset..end),
+            };
+            if let Some(Paced::DroppedQueueFull) = self.pacer.push(now, piece) {
+                self.outputs.push_back(Output::Dropped("queue_full"));
+            }
+            offset = end;
+        }
+    }
+
+    /// DTMF digits from a client (RFC 4733 events toward RTP).
+    pub fn client_dtmf(&mut self, now: Instant, digits: &str) -> Result<(), &'static str> {
+        if self.remote_te_pt.is_none() {
+            return Err("the far end did not offer telephone-event");
+        }
+        for d in digits.chars().filter(|c| dtmf_code(*c).is_some()).take(32) {
+            if self.dtmf_queue.len() < 64 {
+                self.dtmf_queue.push_back(d);
+            }
+        }
+        if self.dtmf_next.is_none() {
+            self.dtmf_next = Some(now);
+        }
+        Ok(())
+    }
+
+    fn send_frame(&mut self, frame: MediaFrame) {
+        let (Some((codec, pt)), Some(dest)) = (self.sip_codec, self.remote_rtp) else {
+            self.outputs.push_back(Output::Dropped("not_answered"));
+            return;
+        };
+        let first = *self.first_client_ts.get_or_insert(frame.timestamp);
+        let ts = self.ts_offset.wrapping_add(frame.timestamp.wrapping_sub(first));
+        let gap = self
+            .last_sent_ts
+            .map(|last| ts.wrapping_sub(last) > 8000 / 5)
+            .unwrap_or(true);
+        let marker = frame.marker || gap;
+        self.last_sent_ts = Some(ts.wrapping_add(frame.payload.len() as u32));
+        let mut header = [0u8; 12];
+        if rtp::write_header(&mut header, pt, marker, self.seq, ts, self.ssrc).is_err() {
+            return;
+        }
+        self.seq = self.seq.wrapping_add(1);
+        self.packets_sent = self.packets_sent.wrapping_add(1);
+        self.octets_sent = self.octets_sent.wrapping_add(frame.payload.len() as u32);
+        let bytes = 12 + frame.payload.len();
+        if codec == frame.codec {
+            self.outputs.push_back(Output::Rtp {
+                dest,
+                header,
+                payload: frame.payload,
+            });
+        } else {
+            // µ-law ⇄ A-law: a table lookup per byte (the only transcoding G.711 needs).
+            let mut packet = Vec::with_capacity(bytes);
+            packet.extend_from_slice(&header);
+            packet.extend(frame.payload.iter().map(|b| match codec {
+                Codec::Pcma => g711::ulaw_to_alaw(*b),
+                Codec::Pcmu => g711::alaw_to_ulaw(*b),
+            }));
+            self.outputs.push_back(Output::RtpOwned { dest, packet });
+        }
+        self.outputs.push_back(Output::Forwarded {
+            toward_sip: true,
+            bytes,
+        });
+    }
+
+    fn send_dtmf(&mut self, now: Instant) {
+        let (Some(pt), Some(dest)) = (self.remote_te_pt, self.remote_rtp) else {
+            self.dtmf_queue.clear();
+            self.dtmf_next = None;
+            return;
+        };
+        let Some(digit) = self.dtmf_queue.pop_front() else {
+            self.dtmf_next = None;
+            return;
+        };
+        let Some(code) = dtmf_code(digit) else { return };
+        // One event: start packet (marker), then updates every ptime, then three end packets;
+        // all carry the event's start timestamp (RFC 4733 §2.5). Sent at once: the receiver
+        // plays by timestamp/duration, and an event is short.
+        let ts = self
+            .last_sent_ts
+            .unwrap_or(self.ts_offset)
+            .wrapping_add(160);
+        let step = self.settings.ptime.as_millis() as u32 * 8;
+        let total = DTMF_DURATION_MS * 8;
+        let mut duration = step;
+        let mut first = true;
+        loop {
+            let end = duration >= total;
+            let repeats = if end { 3 } else { 1 };
+            for _ in 0..repeats {
+                let mut packet = vec![0u8; 16];
+                if rtp::write_header(&mut packet[..12], pt, first, self.seq, ts, self.ssrc).is_err() {
+                    return;
+                }
+                packet[12] = code;
+                packet[13] = if end { 0x80 | 10 } else { 10 };
+                let d = duration.min(0xFFFF) as u16;
+                packet[14..16].copy_from_slice(&d.to_be_bytes());
+                self.seq = self.seq.wrapping_add(1);
+                self.outputs.push_back(Output::RtpOwned { dest, packet });
+                first = false;
+            }
+            if end {
+                break;
+            }
+            duration += step;
+        }
+        self.last_sent_ts = Some(ts.wrapping_add(total));
+        self.dtmf_next = Some(now + Duration::from_millis(u64::from(DTMF_DURATION_MS) + 80));
+    }
+
+    /// An RTP datagram arrived on our RTP port from `source`.
+    pub fn rtp_received(&mut self, now: Instant, source: SocketAddr, packet: Bytes) {
+        if Some(source) != self.remote_rtp {
+            // No source learning: only the address the SDP named (RTP bleed, AST-2017-005).
+            self.outputs.push_back(Output::Dropped("wrong_source"));
+            return;
+        }
+        let view = match rtp::RtpView::parse(&packet) {
+            Ok(v) => v,
+            Err(_) => {
+                self.outputs.push_back(Output::Dropped("malformed"));
+                return;
+            }
+        };
+        self.last_rtp_at = Some(now);
+        self.update_recv_stats(now, &view);
+        let pt = view.payload_type();
+        let ts = view.timestamp();
+        if Some(pt) == self.remote_te_pt || (self.remote_te_pt.is_none() && pt == self.settings.telephone_event_pt) {
+            let payload = view.payload();
+            if payload.len() >= 4 && payload[1] & 0x80 != 0 && self.last_dtmf_ts != Some(ts) {
+                self.last_dtmf_ts = Some(ts);
+                if let Some(c) = dtmf_char(payload[0]) {
+                    self.outputs.push_back(Output::Client(ClientCommand::Dtmf(c)));
+                }
+            }
+            return;
+        }
+        let Some((codec, sip_pt)) = self.sip_codec else {
+            self.outputs.push_back(Output::Dropped("not_answered"));
+            return;
+        };
+        if pt != sip_pt {
+            self.outputs.push_back(Output::Dropped("unexpected_payload_type"));
+            return;
+        }
+        let range = view.payload_range();
+        if range.is_empty() {
+            return;
+        }
+        // Client timeline: starts at the call's elapsed time so RTMP timestamps stay monotonic
+        // across early media and answer.
+        let (first_rtp, base) = *self.first_rtp_ts.get_or_insert_with(|| {
+            let elapsed = now.saturating_duration_since(self.started);
+            (ts, (elapsed.as_millis() as u32).wrapping_mul(8))
+        });
+        let frame = MediaFrame {
+            codec,
+            timestamp: base.wrapping_add(ts.wrapping_sub(first_rtp)),
+            marker: view.marker(),
+            payload: packet.slice(range),
+        };
+        self.outputs.push_back(Output::Forwarded {
+            toward_sip: false,
+            bytes: packet.len(),
+        });
+        self.outputs.push_back(Output::Client(ClientCommand::Audio(frame)));
+    }
+
+    fn update_recv_stats(&mut self, now: Instant, view: &rtp::RtpView<'_>) {
+        let r = &mut self.recv;
+        let seq = view.sequence();
+        if r.ssrc != Some(view.ssrc()) {
+            *r = RecvStats {
+                ssrc: Some(view.ssrc()),
+                base_seq: u32::from(seq),
+                max_seq: seq,
+                last_sr: r.last_sr,
+                last_sr_at: r.last_sr_at,
+                ..RecvStats::default()
+            };
+        }
+        let delta = seq.wrapping_sub(r.max_seq);
+        if delta > 0 && delta < 0x8000 {
+            if seq < r.max_seq {
+                r.cycles = r.cycles.wrapping_add(1 << 16);
+            }
+            r.max_seq = seq;
+        }
+        r.received = r.received.wrapping_add(1);
+        // Interarrival jitter (RFC 3550 §6.4.1, A.8) in timestamp units.
+        let arrival = now.saturating_duration_since(self.started).as_micros() as i64 * 8 / 1000;
+        let transit = arrival - i64::from(view.timestamp());
+        if let Some(last) = r.last_transit {
+            let d = (transit - last).unsigned_abs() as f64;
+            r.jitter += (d - r.jitter) / 16.0;
+        }
+        r.last_transit = Some(transit);
+    }
+
+    /// An RTCP datagram arrived on our RTCP port.
+    pub fn rtcp_received(&mut self, now: Instant, source: SocketAddr, packet: &[u8]) {
+        if Some(source.ip()) != self.remote_rtcp.map(|a| a.ip()) {
+            self.outputs.push_back(Output::Dropped("wrong_source"));
+            return;
+        }
+        for item in rtcp::walk(packet) {
+            match item {
+                Ok(rtcp::RtcpPacket::SenderReport(sr)) => {
+                    self.recv.last_sr = (sr.ntp_timestamp() >> 16) as u32;
+                    self.recv.last_sr_at = Some(now);
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    self.outputs.push_back(Output::Dropped("malformed_rtcp"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn report_block(&mut self, now: Instant) -> Option<rtcp::ReportBlock> {
+        let r = &mut self.recv;
+        let ssrc = r.ssrc?;
+        let extended_max = r.cycles.wrapping_add(u32::from(r.max_seq));
+        let expected = extended_max.wrapping_sub(r.base_seq).wrapping_add(1);
+        let lost = i64::from(expected) - i64::from(r.received);
+        let expected_interval = expected.wrapping_sub(r.expected_prior);
+        let received_interval = r.received.wrapping_sub(r.received_prior);
+        r.expected_prior = expected;
+        r.received_prior = r.received;
+        let lost_interval = i64::from(expected_interval) - i64::from(received_interval);
+        let fraction = if expected_interval == 0 || lost_interval <= 0 {
+            0
+        } else {
+            ((lost_interval << 8) / i64::from(expected_interval)).min(255) as u8
+        };
+        let dlsr = r
+            .last_sr_at
+            .map(|at| (now.saturating_duration_since(at).as_micros() as u64 * 65536 / 1_000_000) as u32)
+            .unwrap_or(0);
+        Some(rtcp::ReportBlock {
+            ssrc,
+            fraction_lost: fraction,
+            cumulative_lost: lost.clamp(-0x80_0000, 0x7F_FFFF) as i32,
+            highest_seq: extended_max,
+            jitter: r.jitter as u32,
+            last_sr: r.last_sr,
+            delay_since_last_sr: dlsr,
+        })
+    }
+
+    fn send_rtcp(&mut self, now: Instant, wall: std::time::SystemTime) {
+        let Some(dest) = self.remote_rtcp else { return };
+        let blocks: Vec<rtcp::ReportBlock> = self.report_block(now).into_iter().collect();
+        let mut buf = vec![0u8; 256];
+        let mut len = 0;
+        let written = if self.packets_sent > 0 {
+            let ntp = ntp_timestamp(wall);
+            let rtp_ts = self.last_sent_ts.unwrap_or(self.ts_offset);
+            rtcp::write_sender_report(
+                &mut buf,
+                self.ssrc,
+                ntp,
+                rtp_ts,
+                self.packets_sent,
+                self.octets_sent,
+                &blocks,
+            )
+        } else {
+            rtcp::write_receiver_report(&mut buf, self.ssrc, &blocks)
+        };
+        if let Ok(n) = written {
+            len += n;
+            if let Ok(n) = rtcp::write_sdes_cname(&mut buf[len..], self.ssrc, "skybridge") {
+                len += n;
+            }
+            buf.truncate(len);
+            self.outputs.push_back(Output::Rtcp { dest, packet: buf });
+        }
+    }
+
+    /// Next instant [`CallCore::handle_timeout`] must run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state == State::Ended {
+            return None;
+        }
+        let mut t = self.rtcp_next;
+        match self.state {
+            State::Answered => {
+                if let Some(last) = self.last_rtp_at {
+                    t = t.min(last + self.settings.inactivity_timeout);
+                }
+            }
+            _ => t = t.min(self.started + self.settings.ring_timeout),
+        }
+        if let Some(p) = self.pacer.poll_timeout() {
+            t = t.min(p);
+        }
+        if let Some(d) = self.dtmf_next {
+            t = t.min(d);
+        }
+        Some(t)
+    }
+
+    /// Runs timers: pacing, DTMF, RTCP, ring and media timeouts.
+    pub fn handle_timeout(&mut self, now: Instant, wall: std::time::SystemTime) {
+        if self.state == State::Ended {
+            return;
+        }
+        for _ in 0..1024 {
+            match self.pacer.poll(now) {
+                Some(Paced::Send(frame)) => self.send_frame(frame),
+                Some(Paced::DroppedLate) => self.outputs.push_back(Output::Dropped("late")),
+                Some(Paced::DroppedQueueFull) => self.outputs.push_back(Output::Dropped("queue_full")),
+                None => break,
+            }
+        }
+        if self.dtmf_next.is_some_and(|t| t <= now) {
+            self.send_dtmf(now);
+        }
+        if now >= self.rtcp_next {
+            // Randomised interval (RFC 3550 §6.3.1): 0.5 … 1.5 × the nominal one.
+            let jitter = (xorshift(&mut self.rng) % 1000) as u64;
+            self.rtcp_next = now + RTCP_INTERVAL / 2 + RTCP_INTERVAL * jitter as u32 / 1000;
+            if self.state == State::Answered {
+                self.send_rtcp(now, wall);
+            }
+        }
+        match self.state {
+            State::Answered => {
+                if self
+                    .last_rtp_at
+                    .is_some_and(|last| now >= last + self.settings.inactivity_timeout)
+                {
+                    self.outputs.push_back(Output::SipHangup);
+                    self.end(408, "no media from the far end");
+                }
+            }
+            State::Dialing | State::Early => {
+                if now >= self.started + self.settings.ring_timeout {
+                    self.outputs.push_back(Output::SipHangup);
+                    self.end(480, "no answer");
+                }
+            }
+            State::Ended => {}
+        }
+    }
+
+    /// Next thing for the driver to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Seconds from start to answer.
+    pub fn setup_time(&self) -> Option<Duration> {
+        self.answered_at.map(|a| a - self.started)
+    }
+
+    /// Local RTP port of this call.
+    pub fn rtp_port(&self) -> u16 {
+        self.settings.rtp_port
+    }
+}
+
+fn xorshift(state: &mut u64) -> u64 {
+    let mut x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    x
+}
+
+fn ntp_timestamp(wall: std::time::SystemTime) -> u64 {
+    const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+    let since = wall
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs().wrapping_add(NTP_UNIX_OFFSET);
+    let frac = (u64::from(since.subsec_nanos()) << 32) / 1_000_000_000;
+    (secs << 32) | frac
+}
+
+/// RFC 4733 event code of a DTMF key.
+pub fn dtmf_code(c: char) -> Option<u8> {
+    match c {
+        '0'..='9' => Some(c as u8 - b'0'),
+        '*' => Some(10),
+        '#' => Some(11),
+        'A'..='D' => Some(12 + (c as u8 - b'A')),
+        'a'..='d' => Some(12 + (c as u8 - b'a')),
+        _ => None,
+    }
+}
+
+/// DTMF key of an RFC 4733 event code.
+pub fn dtmf_char(code: u8) -> Option<char> {
+    match code {
+        0..=9 => Some((b'0' + code) as char),
+        10 => Some('*'),
+        11 => Some('#'),
+        12..=15 => Some((b'A' + code - 12) as char),
+        _ => None,
+    }
+}

@@ -1,0 +1,469 @@
+//! The call driver (one tokio task per call) and the registry that finds or creates calls.
+
+use std::collections::HashMap;
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn, Instrument};
+
+use super::core::{CallCore, CallSettings, ClientCommand, Output};
+use crate::config::Config;
+use crate::media::MediaFrame;
+use crate::ops::metrics as m;
+use crate::rtp_leg::{PortPair, PortPool};
+use crate::session::{Authority, Identity, Route};
+use crate::sip::{Credentials, OutgoingCall};
+use crate::sip_endpoint::{sleep_until_opt, SipCallEvent, SipHandle};
+
+/// Where a call sends what its client legs must see.
+#[derive(Clone, Debug)]
+pub struct ClientSink {
+    /// Audio toward the client; full = the client is behind, the frame is dropped.
+    pub audio: mpsc::Sender<MediaFrame>,
+    /// Signalling toward the client (few messages per call).
+    pub control: mpsc::UnboundedSender<ClientCommand>,
+}
+
+/// Identifies one attachment of a client (a connection's publish, play or control role).
+pub type LegId = u64;
+
+static NEXT_LEG: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh leg id.
+pub fn new_leg_id() -> LegId {
+    NEXT_LEG.fetch_add(1, Ordering::Relaxed)
+}
+
+#[derive(Debug)]
+enum Control {
+    Attach { leg: LegId, sink: Option<ClientSink> },
+    Detach { leg: LegId },
+    Hangup,
+    Dtmf { digits: String, reply: mpsc::UnboundedSender<ClientCommand> },
+    Shutdown,
+}
+
+/// A handle on a running call.
+#[derive(Clone, Debug)]
+pub struct CallRef {
+    pub id: u64,
+    audio: mpsc::Sender<MediaFrame>,
+    control: mpsc::UnboundedSender<Control>,
+}
+
+impl CallRef {
+    /// Audio from a client; returns false if it was dropped (call busy or gone).
+    pub fn audio(&self, frame: MediaFrame) -> bool {
+        self.audio.try_send(frame).is_ok()
+    }
+    pub fn detach(&self, leg: LegId) {
+        let _ = self.control.send(Control::Detach { leg });
+    }
+    pub fn hangup(&self) {
+        let _ = self.control.send(Control::Hangup);
+    }
+    /// DTMF digits; an error (no telephone-event) comes back on `reply` as `Ended`-free text.
+    pub fn dtmf(&self, digits: String, reply: mpsc::UnboundedSender<ClientCommand>) {
+        let _ = self.control.send(Control::Dtmf { digits, reply });
+    }
+}
+
+/// Why a call could not be joined or created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinError {
+    TooManyCalls,
+    TooManyCallsForUser,
+    NoPorts,
+    ShuttingDown,
+}
+
+impl JoinError {
+    pub fn label(self) -> &'static str {
+        match self {
+            JoinError::TooManyCalls => "too_many_calls",
+            JoinError::TooManyCallsForUser => "too_many_calls_for_user",
+            JoinError::NoPorts => "no_rtp_ports",
+            JoinError::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct CallKey {
+    identity: Identity,
+    target: String,
+}
+
+/// Finds the call a client joins (same identity and target) or starts a new one.
+#[derive(Clone)]
+pub struct Calls {
+    inner: Arc<Mutex<Registry>>,
+    ctx: Arc<Context>,
+}
+
+struct Registry {
+    by_key: HashMap<CallKey, CallRef>,
+    per_user: HashMap<Identity, usize>,
+    closed: bool,
+}
+
+struct Context {
+    config: Arc<Config>,
+    sip: SipHandle,
+    pool: Arc<PortPool>,
+    authority: Authority,
+    next_id: AtomicU64,
+    done: watch::Sender<usize>,
+}
+
+impl Calls {
+    pub fn new(config: Arc<Config>, sip: SipHandle, pool: Arc<PortPool>, authority: Authority) -> Calls {
+        let (done, _) = watch::channel(0);
+        Calls {
+            inner: Arc::new(Mutex::new(Registry {
+                by_key: HashMap::new(),
+                per_user: HashMap::new(),
+                closed: false,
+            })),
+            ctx: Arc::new(Context {
+                config,
+                sip,
+                pool,
+                authority,
+                next_id: AtomicU64::new(1),
+                done,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Calls in progress.
+    pub fn active(&self) -> usize {
+        self.lock().by_key.len()
+    }
+
+    /// Joins the call of `identity` to `route.target`, starting it if there is none.
+    pub fn join(
+        &self,
+        identity: &Identity,
+        route: &Route,
+        leg: LegId,
+        sink: Option<ClientSink>,
+    ) -> Result<CallRef, JoinError> {
+        let key = CallKey {
+            identity: identity.clone(),
+            target: route.target.clone(),
+        };
+        let mut reg = self.lock();
+        if reg.closed {
+            return Err(JoinError::ShuttingDown);
+        }
+        if let Some(call) = reg.by_key.get(&key) {
+            if call.control.send(Control::Attach { leg, sink: sink.clone() }).is_ok() {
+                return Ok(call.clone());
+            }
+            // The call task already ended; start afresh.
+            reg.by_key.remove(&key);
+        }
+        if reg.by_key.len() >= self.ctx.config.limits.max_calls {
+            return Err(JoinError::TooManyCalls);
+        }
+        let user_calls = reg.per_user.get(identity).copied().unwrap_or(0);
+        if identity != &Identity::Anonymous && user_calls >= self.ctx.config.limits.max_calls_per_user {
+            return Err(JoinError::TooManyCallsForUser);
+        }
+        let ports = self.ctx.pool.allocate().map_err(|_| JoinError::NoPorts)?;
+        let id = self.ctx.next_id.fetch_add(1, Ordering::Relaxed);
+        let (audio_tx, audio_rx) = mpsc::channel(64);
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let call = CallRef {
+            id,
+            audio: audio_tx,
+            control: control_tx,
+        };
+        reg.by_key.insert(key.clone(), call.clone());
+        *reg.per_user.entry(identity.clone()).or_insert(0) += 1;
+        drop(reg);
+        let task = CallTask {
+            calls: self.clone(),
+            key,
+            id,
+            route: route.clone(),
+            ports,
+            audio_rx,
+            control_rx,
+            legs: HashMap::from([(leg, sink)]),
+        };
+        let span = tracing::info_span!("call", id, user = identity.name(), target = %route.target);
+        tokio::spawn(task.run().instrument(span));
+        Ok(call)
+    }
+
+    fn finished(&self, key: &CallKey, id: u64) {
+        let mut reg = self.lock();
+        if reg.by_key.get(key).is_some_and(|c| c.id == id) {
+            reg.by_key.remove(key);
+        }
+        if let Some(n) = reg.per_user.get_mut(&key.identity) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                reg.per_user.remove(&key.identity);
+            }
+        }
+        let left = reg.by_key.len();
+        drop(reg);
+        self.ctx.done.send_replace(left);
+    }
+
+    /// Refuses new calls and hangs up every call; returns when all call tasks are done or
+    /// `deadline` passed.
+    pub async fn shutdown(&self, grace: Duration) {
+        let calls: Vec<CallRef> = {
+            let mut reg = self.lock();
+            reg.closed = true;
+            reg.by_key.values().cloned().collect()
+        };
+        let mut rx = self.ctx.done.subscribe();
+        if !grace.is_zero() {
+            let _ = tokio::time::timeout(grace, rx.wait_for(|_| self.active() == 0)).await;
+        }
+        for call in &calls {
+            let _ = call.control.send(Control::Shutdown);
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|_| self.active() == 0)).await;
+    }
+}
+
+struct CallTask {
+    calls: Calls,
+    key: CallKey,
+    id: u64,
+    route: Route,
+    ports: PortPair,
+    audio_rx: mpsc::Receiver<MediaFrame>,
+    control_rx: mpsc::UnboundedReceiver<Control>,
+    legs: HashMap<LegId, Option<ClientSink>>,
+}
+
+impl CallTask {
+    fn settings(&self) -> CallSettings {
+        let c = &self.calls.ctx.config;
+        CallSettings {
+            rtp_ip: c.rtp_advertised_ip(),
+            rtp_port: self.ports.rtp_port,
+            ptime: Duration::from_millis(u64::from(c.rtp.ptime_ms)),
+            max_delay: Duration::from_millis(c.rtp.max_delay_ms),
+            inactivity_timeout: Duration::from_secs(c.rtp.inactivity_timeout_secs),
+            ring_timeout: Duration::from_secs(c.sip.ring_timeout_secs),
+            telephone_event_pt: c.rtp.telephone_event_pt,
+            seed: rand::random(),
+        }
+    }
+
+    fn outgoing(&self, sdp: Vec<u8>) -> OutgoingCall {
+        let c = &self.calls.ctx.config;
+        let user = self.calls.ctx.authority.user(&self.key.identity);
+        let domain = c
+            .sip
+            .domain
+            .clone()
+            .unwrap_or_else(|| c.sip_advertised().to_string());
+        let from_user = user
+            .and_then(|u| u.sip_username.clone())
+            .unwrap_or_else(|| self.key.identity.name().to_string());
+        OutgoingCall {
+            request_uri: self.route.request_uri.clone(),
+            from_uri: format!("sip:{from_user}@{domain}"),
+            from_display: user.and_then(|u| u.display_name.clone()),
+            to_uri: self.route.request_uri.clone(),
+            next_hop: self.route.next_hop,
+            sdp,
+            credentials: user.and_then(|u| {
+                Some(Credentials {
+                    username: u.sip_username.clone()?,
+                    password: u.sip_password.clone()?,
+                    realm: u.sip_realm.clone(),
+                })
+            }),
+        }
+    }
+
+    async fn run(mut self) {
+        let started = Instant::now();
+        let mut core = CallCore::new(started, self.settings());
+        let (sip_tx, mut sip_rx) = mpsc::unbounded_channel();
+        metrics::gauge!(m::CALLS_ACTIVE).increment(1.0);
+        let sip = self.calls.ctx.sip.clone();
+        let handle = sip.invite(self.outgoing(core.offer_sdp()), sip_tx).await;
+        info!(rtp_port = self.ports.rtp_port, "dialling {}", self.route.request_uri);
+        let mut outcome = "failed";
+        let mut rtp_buf = BytesMut::with_capacity(64 * 1024);
+        let mut rtcp_buf = vec![0u8; 2048];
+        let mut finished = handle.is_none();
+        if handle.is_none() {
+            core.sip_failed(503, "SIP endpoint unavailable");
+        }
+        while !finished {
+            if rtp_buf.capacity() - rtp_buf.len() < 2048 {
+                rtp_buf.reserve(64 * 1024);
+            }
+            let wake = core.poll_timeout();
+            tokio::select! {
+                r = self.ports.rtp.recv_buf_from(&mut rtp_buf) => {
+                    if let Ok((n, source)) = r {
+                        let packet: Bytes = rtp_buf.split_to(n).freeze();
+                        metrics::counter!(m::PACKETS_TOTAL, "leg" => "rtp", "direction" => "in").increment(1);
+                        metrics::counter!(m::BYTES_TOTAL, "leg" => "rtp", "direction" => "in").increment(n as u64);
+                        core.rtp_received(Instant::now(), source, packet);
+                    }
+                }
+                r = self.ports.rtcp.recv_from(&mut rtcp_buf) => {
+                    if let Ok((n, source)) = r {
+                        core.rtcp_received(Instant::now(), source, rtcp_buf.get(..n).unwrap_or_default());
+                    }
+                }
+                Some(frame) = self.audio_rx.recv() => core.client_audio(Instant::now(), frame),
+                ctl = self.control_rx.recv() => match ctl {
+                    Some(Control::Attach { leg, sink }) => {
+                        if let Some(s) = &sink {
+                            replay_state(&core, s);
+                        }
+                        self.legs.insert(leg, sink);
+                    }
+                    Some(Control::Detach { leg }) => {
+                        self.legs.remove(&leg);
+                        if self.legs.is_empty() {
+                            debug!("every client leg left");
+                            core.client_hangup();
+                        }
+                    }
+                    Some(Control::Hangup) => core.client_hangup(),
+                    Some(Control::Dtmf { digits, reply }) => {
+                        if let Err(why) = core.client_dtmf(Instant::now(), &digits) {
+                            let _ = reply.send(ClientCommand::Ended { code: 0, reason: why.to_string() });
+                        }
+                    }
+                    Some(Control::Shutdown) => core.shutdown(),
+                    None => core.client_hangup(),
+                },
+                Some(ev) = sip_rx.recv() => {
+                    let now = Instant::now();
+                    match ev {
+                        SipCallEvent::Progress { code, sdp } => core.sip_progress(now, code, sdp.as_deref()),
+                        SipCallEvent::Answered { sdp } => {
+                            core.sip_answered(now, &sdp);
+                            if core.state() == super::State::Answered {
+                                outcome = "answered";
+                                metrics::histogram!(m::CALL_SETUP_SECONDS).record((now - started).as_secs_f64());
+                            }
+                        }
+                        SipCallEvent::Confirmed => {}
+                        SipCallEvent::Failed { code, reason } => {
+                            info!(code, %reason, "call failed");
+                            core.sip_failed(code, &reason);
+                        }
+                        SipCallEvent::Ended { by_remote } => core.sip_ended(by_remote),
+                    }
+                }
+                _ = sleep_until_opt(wake) => core.handle_timeout(Instant::now(), SystemTime::now()),
+            }
+            while let Some(out) = core.poll_output() {
+                match out {
+                    Output::Rtp { dest, header, payload } => send_rtp(&self.ports.rtp, dest, &header, &payload),
+                    Output::RtpOwned { dest, packet } => {
+                        let _ = self.ports.rtp.try_send_to(&packet, dest);
+                    }
+                    Output::Rtcp { dest, packet } => {
+                        let _ = self.ports.rtcp.try_send_to(&packet, dest);
+                    }
+                    Output::Client(cmd) => self.to_clients(cmd),
+                    Output::SipHangup => {
+                        if let Some(h) = handle {
+                            sip.hangup(h);
+                        }
+                        if outcome == "failed" {
+                            outcome = "cancelled";
+                        }
+                    }
+                    Output::Dropped(reason) => {
+                        metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => reason).increment(1);
+                    }
+                    Output::Forwarded { toward_sip, bytes } => {
+                        if toward_sip {
+                            metrics::counter!(m::PACKETS_TOTAL, "leg" => "rtp", "direction" => "out").increment(1);
+                            metrics::counter!(m::BYTES_TOTAL, "leg" => "rtp", "direction" => "out").increment(bytes as u64);
+                        }
+                    }
+                    Output::Finished => finished = true,
+                }
+            }
+        }
+        info!(outcome, secs = started.elapsed().as_secs_f32(), "call ended");
+        metrics::counter!(m::CALLS_TOTAL, "outcome" => outcome).increment(1);
+        metrics::gauge!(m::CALLS_ACTIVE).decrement(1.0);
+        self.calls.finished(&self.key, self.id);
+    }
+
+    /// Sends to every attached client once, even when one connection holds several legs
+    /// (a publish and a play stream) with the same sink.
+    fn to_clients(&self, cmd: ClientCommand) {
+        let mut seen: Vec<&ClientSink> = Vec::with_capacity(self.legs.len());
+        for sink in self.legs.values().flatten() {
+            if seen.iter().any(|s| s.control.same_channel(&sink.control)) {
+                continue;
+            }
+            seen.push(sink);
+            match &cmd {
+                ClientCommand::Audio(frame) => {
+                    if sink.audio.try_send(frame.clone()).is_err() {
+                        metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "client_behind").increment(1);
+                    }
+                }
+                other => {
+                    let _ = sink.control.send(other.clone());
+                }
+            }
+        }
+    }
+}
+
+/// A leg that joins late learns where the call stands.
+fn replay_state(core: &CallCore, sink: &ClientSink) {
+    match core.state() {
+        super::State::Early => {
+            let _ = sink.control.send(ClientCommand::Ringing { code: 180 });
+        }
+        super::State::Answered => {
+            let _ = sink.control.send(ClientCommand::Answered);
+        }
+        _ => {}
+    }
+}
+
+/// Sends header + payload as one datagram without joining them in memory (sendmsg with two
+/// iovecs), so the payload slice is never copied in user space.
+fn send_rtp(socket: &UdpSocket, dest: SocketAddr, header: &[u8], payload: &[u8]) {
+    let iov = [IoSlice::new(header), IoSlice::new(payload)];
+    let addr = socket2::SockAddr::from(dest);
+    let r = socket.try_io(Interest::WRITABLE, || {
+        socket2::SockRef::from(socket).send_to_vectored(&iov, &addr)
+    });
+    if let Err(e) = r {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "socket_full").increment(1);
+        } else {
+            warn!(%dest, error = %e, "rtp send failed");
+        }
+    }
+}
+

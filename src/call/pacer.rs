@@ -1,0 +1,224 @@
+//! Playout pacer toward RTP: absorbs TCP bursts and bounds the delay a stall can add.
+//!
+//! Frames are queued with their media timestamp. The first frame anchors media time to wall
+//! time; each frame is due at `anchor + (ts - anchor_ts)`. A frame more than `max_delay` past
+//! due is dropped (counted) rather than sent late, so a 3-second stall costs 3 seconds of audio,
+//! not 3 seconds of permanent delay. If even the newest frame is that late (the client's clock
+//! runs slow, or it paused), the anchor moves to it instead of dropping everything.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::media::MediaFrame;
+
+/// What the pacer decided for one frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Paced {
+    Send(MediaFrame),
+    DroppedLate,
+    DroppedQueueFull,
+}
+
+#[derive(Debug)]
+pub struct Pacer {
+    queue: VecDeque<(MediaFrame, Instant)>,
+    anchor: Option<(Instant, u32)>,
+    clock_rate: u32,
+    max_delay: Duration,
+    capacity: usize,
+    reanchors: u64,
+}
+
+impl Pacer {
+    /// `capacity` frames at most are held; beyond it the oldest is dropped.
+    pub fn new(clock_rate: u32, max_delay: Duration, capacity: usize) -> Pacer {
+        Pacer {
+            queue: VecDeque::with_capacity(capacity),
+            anchor: None,
+            clock_rate: clock_rate.max(1),
+            max_delay,
+            capacity: capacity.max(1),
+            reanchors: 0,
+        }
+    }
+
+    fn due(&self, anchor: (Instant, u32), ts: u32) -> Instant {
+        // Signed distance in the media clock, so a timestamp just behind the anchor is "early".
+        let delta = ts.wrapping_sub(anchor.1) as i32;
+        let micros = i64::from(delta) * 1_000_000 / i64::from(self.clock_rate);
+        if micros >= 0 {
+            anchor.0 + Duration::from_micros(micros.unsigned_abs())
+        } else {
+            anchor
+                .0
+                .checked_sub(Duration::from_micros(micros.unsigned_abs()))
+                .unwrap_or(anchor.0)
+        }
+    }
+
+    /// Queues a frame that arrived at `now`. Returns a drop if the queue was full.
+    pub fn push(&mut self, now: Instant, frame: MediaFrame) -> Option<Paced> {
+        let anchor = *self.anchor.get_or_insert((now, frame.timestamp));
+        let mut due = self.due(anchor, frame.timestamp);
+        // A timestamp jump of more than a few seconds either way is a new timeline (client
+        // restarted its clock): re-anchor on it.
+        let off = if due > now { due - now } else { now - due };
+        if off > Duration::from_secs(5) {
+            self.anchor = Some((now, frame.timestamp));
+            self.reanchors += 1;
+            due = now;
+        }
+        let dropped = if self.queue.len() >= self.capacity {
+            self.queue.pop_front();
+            Some(Paced::DroppedQueueFull)
+        } else {
+            None
+        };
+        self.queue.push_back((frame, due));
+        dropped
+    }
+
+    /// Next instant a frame becomes due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.queue.front().map(|(_, due)| *due)
+    }
+
+    /// Frames to send or drop at `now`, oldest first.
+    pub fn poll(&mut self, now: Instant) -> Option<Paced> {
+        let newest_due = self.queue.back().map(|(_, due)| *due)?;
+        if newest_due + self.max_delay < now {
+            // Everything queued is stale: the client's timeline fell behind ours. Move the
+            // anchor so the newest frame is due now and the older ones keep their spacing.
+            let shift = now - newest_due;
+            for (_, due) in self.queue.iter_mut() {
+                *due += shift;
+            }
+            if let Some((at, _)) = self.anchor.as_mut() {
+                *at += shift;
+            }
+            self.reanchors += 1;
+        }
+        let (_, due) = self.queue.front()?;
+        if *due + self.max_delay < now {
+            self.queue.pop_front();
+            return Some(Paced::DroppedLate);
+        }
+        if *due <= now {
+            return self.queue.pop_front().map(|(f, _)| Paced::Send(f));
+        }
+        None
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// How many times the pacer re-anchored its timeline.
+    pub fn reanchors(&self) -> u64 {
+        self.reanchors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::Codec;
+    use bytes::Bytes;
+
+    fn frame(ts: u32) -> MediaFrame {
+        MediaFrame {
+            codec: Codec::Pcmu,
+            timestamp: ts,
+            marker: false,
+            payload: Bytes::from_static(&[0xFF; 160]),
+        }
+    }
+
+    fn drain(p: &mut Pacer, now: Instant) -> (Vec<u32>, usize) {
+        let mut sent = Vec::new();
+        let mut late = 0;
+        for _ in 0..10_000 {
+            match p.poll(now) {
+                Some(Paced::Send(f)) => sent.push(f.timestamp),
+                Some(Paced::DroppedLate) => late += 1,
+                Some(Paced::DroppedQueueFull) => {}
+                None => break,
+            }
+        }
+        (sent, late)
+    }
+
+    #[test]
+    fn frames_are_released_at_their_media_time() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(8000, Duration::from_millis(200), 100);
+        for i in 0..5 {
+            p.push(t0, frame(i * 160));
+        }
+        assert_eq!(drain(&mut p, t0).0, vec![0]);
+        assert_eq!(p.poll_timeout(), Some(t0 + Duration::from_millis(20)));
+        assert_eq!(drain(&mut p, t0 + Duration::from_millis(45)).0, vec![160, 320]);
+        assert_eq!(drain(&mut p, t0 + Duration::from_millis(80)).0, vec![480, 640]);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_burst_after_a_stall_keeps_only_what_is_within_the_bound() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(8000, Duration::from_millis(200), 1000);
+        p.push(t0, frame(0));
+        assert_eq!(drain(&mut p, t0).0, vec![0]);
+        // 3 s stall: 150 frames of 20 ms arrive at once at t0 + 3 s.
+        let now = t0 + Duration::from_secs(3);
+        for i in 1..=150 {
+            p.push(now, frame(i * 160));
+        }
+        let (sent, late) = drain(&mut p, now);
+        // Frames due more than 200 ms ago are dropped; those within the bound go out now.
+        assert!(late >= 138 && late <= 141, "late {late}");
+        assert_eq!(sent.len() + late, 150);
+        // What remains to send is never more than 200 ms behind.
+        assert!(sent.iter().all(|ts| *ts >= (150 - 11) * 160), "{sent:?}");
+    }
+
+    #[test]
+    fn a_client_clock_that_lags_reanchors_instead_of_dropping_everything() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(8000, Duration::from_millis(200), 100);
+        p.push(t0, frame(0));
+        drain(&mut p, t0);
+        // The client paused for 2 s without a backlog, then resumed with ts continuing at 160.
+        let now = t0 + Duration::from_secs(2);
+        p.push(now, frame(160));
+        let (sent, late) = drain(&mut p, now);
+        assert_eq!((sent, late), (vec![160], 0));
+        assert_eq!(p.reanchors(), 1);
+        p.push(now + Duration::from_millis(20), frame(320));
+        assert_eq!(drain(&mut p, now + Duration::from_millis(20)).0, vec![320]);
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(8000, Duration::from_millis(200), 3);
+        for i in 0..3 {
+            assert_eq!(p.push(t0, frame(i * 160)), None);
+        }
+        assert_eq!(p.push(t0, frame(480)), Some(Paced::DroppedQueueFull));
+        assert_eq!(p.len(), 3);
+    }
+
+    #[test]
+    fn a_timestamp_jump_starts_a_new_timeline() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(8000, Duration::from_millis(200), 100);
+        p.push(t0, frame(1_000_000));
+        drain(&mut p, t0);
+        p.push(t0 + Duration::from_millis(20), frame(0));
+        assert_eq!(drain(&mut p, t0 + Duration::from_millis(20)).0, vec![0]);
+    }
+}

@@ -1,0 +1,90 @@
+//! Listeners: accept client connections, enforce per-IP caps and deadlines, hand each
+//! connection to its transport.
+
+pub mod rtmp;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+/// Counts connections per client IP and in all; a [`ConnectionSlot`] gives its place back when
+/// dropped.
+#[derive(Clone, Debug)]
+pub struct ConnectionLimits {
+    inner: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    per_ip: usize,
+    total: usize,
+}
+
+/// A place held by one connection.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    limits: ConnectionLimits,
+    ip: IpAddr,
+}
+
+impl ConnectionLimits {
+    pub fn new(per_ip: usize, total: usize) -> ConnectionLimits {
+        ConnectionLimits {
+            inner: Arc::new(Mutex::new(HashMap::new())),
+            per_ip,
+            total,
+        }
+    }
+
+    /// A slot for a connection from `ip`, or None when a cap is reached.
+    pub fn acquire(&self, ip: IpAddr) -> Option<ConnectionSlot> {
+        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = map.values().sum();
+        let count = map.entry(ip).or_insert(0);
+        if *count >= self.per_ip || total >= self.total {
+            if *count == 0 {
+                map.remove(&ip);
+            }
+            return None;
+        }
+        *count += 1;
+        Some(ConnectionSlot {
+            limits: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut map = self.limits.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_ip_cap_holds_and_other_ips_still_connect() {
+        let limits = ConnectionLimits::new(2, 10);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let s1 = limits.acquire(a).expect("1");
+        let _s2 = limits.acquire(a).expect("2");
+        assert!(limits.acquire(a).is_none());
+        assert!(limits.acquire(b).is_some());
+        drop(s1);
+        assert!(limits.acquire(a).is_some());
+    }
+
+    #[test]
+    fn total_cap_holds() {
+        let limits = ConnectionLimits::new(5, 2);
+        let _a = limits.acquire("127.0.0.1".parse().unwrap()).expect("1");
+        let _b = limits.acquire("127.0.0.2".parse().unwrap()).expect("2");
+        assert!(limits.acquire("127.0.0.3".parse().unwrap()).is_none());
+    }
+}

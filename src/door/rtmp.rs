@@ -1,0 +1,435 @@
+//! RTMP listener and connection driver: socket ⇄ [`RtmpServerSession`] ⇄ calls.
+//!
+//! Stream-name dialling: publishing or playing `NAME` joins the call of this identity to
+//! `NAME` (dialled through the dial plan); a publisher and a player of the same name join one
+//! call. NetConnection commands `call`, `hangup`, `dtmf` work on the same connection.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn, Instrument};
+
+use super::ConnectionLimits;
+use crate::call::driver::{new_leg_id, CallRef, ClientSink, LegId};
+use crate::call::ClientCommand;
+use crate::media::{Codec, MediaFrame};
+use crate::ops::metrics as m;
+use crate::relay::Shared;
+use crate::rtmp::{RtmpEvent, RtmpServerSession, RtmpSessionConfig};
+use crate::session::{Identity, Refusal};
+use skybridge_codecs::amf0::Amf0Value;
+
+const TRANSPORT: &str = "rtmp";
+
+/// Accepts RTMP connections until `stop` turns true.
+pub async fn serve(listener: TcpListener, shared: Shared, mut stop: watch::Receiver<bool>) {
+    let limits = ConnectionLimits::new(
+        shared.config.limits.max_connections_per_ip,
+        shared.config.limits.max_connections,
+    );
+    loop {
+        tokio::select! {
+            r = listener.accept() => {
+                let Ok((stream, peer)) = r else { continue };
+                let Some(slot) = limits.acquire(peer.ip()) else {
+                    warn!(%peer, "rtmp connection refused: connection cap reached");
+                    metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => "connection_cap").increment(1);
+                    continue;
+                };
+                let shared = shared.clone();
+                let span = tracing::info_span!("rtmp", %peer);
+                tokio::spawn(async move {
+                    metrics::counter!(m::CLIENT_CONNECTIONS_TOTAL, "transport" => TRANSPORT).increment(1);
+                    metrics::gauge!(m::CLIENT_CONNECTIONS_ACTIVE, "transport" => TRANSPORT).increment(1.0);
+                    let mut conn = Connection::new(shared, peer);
+                    conn.run(stream).await;
+                    conn.leave_all();
+                    metrics::gauge!(m::CLIENT_CONNECTIONS_ACTIVE, "transport" => TRANSPORT).decrement(1.0);
+                    drop(slot);
+                }.instrument(span));
+            }
+            _ = stop.changed() => {
+                debug!("rtmp listener stopped");
+                return;
+            }
+        }
+    }
+}
+
+/// What this connection's streams are attached to.
+struct Attachment {
+    call: CallRef,
+    leg: LegId,
+    /// Dialled by publishing/playing a stream name (the connection closes when the call ends).
+    by_stream: bool,
+}
+
+struct Connection {
+    shared: Shared,
+    peer: SocketAddr,
+    identity: Option<Identity>,
+    /// Call per target name.
+    calls: HashMap<String, (CallRef, Vec<LegId>)>,
+    /// stream id → (target, leg, publishing?)
+    streams: HashMap<u32, Attachment>,
+    play_streams: Vec<(u32, String)>,
+    sink_audio: mpsc::Sender<MediaFrame>,
+    sink_control: mpsc::UnboundedSender<ClientCommand>,
+    audio_rx: Option<mpsc::Receiver<MediaFrame>>,
+    control_rx: Option<mpsc::UnboundedReceiver<ClientCommand>>,
+    warned_format: Option<u8>,
+    close_after_flush: bool,
+}
+
+impl Connection {
+    fn new(shared: Shared, peer: SocketAddr) -> Connection {
+        let (sink_audio, audio_rx) = mpsc::channel(64);
+        let (sink_control, control_rx) = mpsc::unbounded_channel();
+        Connection {
+            shared,
+            peer,
+            identity: None,
+            calls: HashMap::new(),
+            streams: HashMap::new(),
+            play_streams: Vec::new(),
+            sink_audio,
+            sink_control,
+            audio_rx: Some(audio_rx),
+            control_rx: Some(control_rx),
+            warned_format: None,
+            close_after_flush: false,
+        }
+    }
+
+    fn sink(&self) -> ClientSink {
+        ClientSink {
+            audio: self.sink_audio.clone(),
+            control: self.sink_control.clone(),
+        }
+    }
+
+    async fn run(&mut self, mut stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let cfg = &self.shared.config.rtmp;
+        let session_config = RtmpSessionConfig {
+            handshake_timeout: Duration::from_secs(cfg.handshake_timeout_secs),
+            max_message_bytes: cfg.max_message_bytes,
+            max_buffered_bytes: cfg.max_buffered_bytes,
+            ..RtmpSessionConfig::default()
+        };
+        let idle = Duration::from_secs(cfg.idle_timeout_secs.max(1));
+        let mut session = RtmpServerSession::new(session_config, Instant::now());
+        let mut inbuf = BytesMut::with_capacity(16 * 1024);
+        let mut audio_rx = self.audio_rx.take();
+        let mut control_rx = self.control_rx.take();
+        let mut last_input = Instant::now();
+        loop {
+            if inbuf.capacity() - inbuf.len() < 4096 {
+                inbuf.reserve(16 * 1024);
+            }
+            let wake = session.poll_timeout().map(|t| t.min(last_input + idle)).unwrap_or(last_input + idle);
+            tokio::select! {
+                r = stream.read_buf(&mut inbuf) => match r {
+                    Ok(0) => {
+                        debug!("client closed the connection");
+                        return;
+                    }
+                    Ok(n) => {
+                        last_input = Instant::now();
+                        metrics::counter!(m::BYTES_TOTAL, "leg" => TRANSPORT, "direction" => "in").increment(n as u64);
+                        if let Err(e) = session.handle_input(Instant::now(), &mut inbuf) {
+                            warn!(peer = %self.peer, error = %e, "rtmp protocol error; closing");
+                            metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => "protocol_error").increment(1);
+                            flush(&mut session, &mut stream).await;
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "read error");
+                        return;
+                    }
+                },
+                Some(frame) = recv_opt(&mut audio_rx) => self.play_audio(&mut session, frame),
+                Some(cmd) = recv_opt_unbounded(&mut control_rx) => self.on_call_command(&mut session, cmd),
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    let now = Instant::now();
+                    if now >= last_input + idle {
+                        info!(peer = %self.peer, "rtmp connection idle; closing");
+                        return;
+                    }
+                    if let Err(e) = session.handle_timeout(now) {
+                        warn!(peer = %self.peer, error = %e, "rtmp deadline passed; closing");
+                        metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => "deadline").increment(1);
+                        return;
+                    }
+                }
+            }
+            while let Some(event) = session.poll_event() {
+                self.on_event(&mut session, event);
+            }
+            if !flush(&mut session, &mut stream).await {
+                return;
+            }
+            if session.is_closing() || self.close_after_flush {
+                let _ = stream.shutdown().await;
+                return;
+            }
+        }
+    }
+
+    fn authenticate(&mut self, token: Option<&str>) -> Result<Identity, Refusal> {
+        if let Some(id) = &self.identity {
+            if token.is_none() {
+                return Ok(id.clone());
+            }
+        }
+        let id = self.shared.authority.authenticate(token)?;
+        self.identity = Some(id.clone());
+        Ok(id)
+    }
+
+    fn refuse(&mut self, session: &mut RtmpServerSession, stream_id: Option<u32>, why: Refusal) {
+        warn!(peer = %self.peer, reason = why.label(), "rtmp client refused");
+        metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => why.label()).increment(1);
+        match stream_id {
+            Some(id) => session.reject_stream(id, "NetStream.Publish.Forbidden", why.description()),
+            None => {}
+        }
+        session.reject_connect("NetConnection.Connect.Rejected", why.description());
+        self.close_after_flush = true;
+    }
+
+    fn on_event(&mut self, session: &mut RtmpServerSession, event: RtmpEvent) {
+        match event {
+            RtmpEvent::Connect { app, token, .. } => {
+                debug!(%app, token = token.is_some(), "connect");
+                // A token here is checked now; without one, publish/play must bring it (ffmpeg
+                // passes `?token=` on the stream name) unless authentication is off.
+                match token {
+                    Some(t) => match self.authenticate(Some(&t)) {
+                        Ok(_) => session.accept_connect(),
+                        Err(why) => self.refuse(session, None, why),
+                    },
+                    None => session.accept_connect(),
+                }
+            }
+            RtmpEvent::Publish { stream_id, name, token } => {
+                if let Some(call) = self.join(session, stream_id, &name, token.as_deref(), true) {
+                    let _ = call;
+                    session.accept_publish(stream_id);
+                }
+            }
+            RtmpEvent::Play { stream_id, name, token } => {
+                if self.join(session, stream_id, &name, token.as_deref(), false).is_some() {
+                    self.play_streams.push((stream_id, name));
+                    session.accept_play(stream_id);
+                }
+            }
+            RtmpEvent::Unpublish { stream_id } | RtmpEvent::StopPlay { stream_id } | RtmpEvent::DeleteStream { stream_id } => {
+                self.play_streams.retain(|(id, _)| *id != stream_id);
+                if let Some(att) = self.streams.remove(&stream_id) {
+                    att.call.detach(att.leg);
+                }
+            }
+            RtmpEvent::Audio { stream_id, timestamp, header, payload } => {
+                let Some(att) = self.streams.get(&stream_id) else {
+                    metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "no_call").increment(1);
+                    return;
+                };
+                metrics::counter!(m::PACKETS_TOTAL, "leg" => TRANSPORT, "direction" => "in").increment(1);
+                let Some(codec) = Codec::from_flv_sound_format(header.sound_format) else {
+                    metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "unsupported_codec").increment(1);
+                    if self.warned_format != Some(header.sound_format) {
+                        self.warned_format = Some(header.sound_format);
+                        let text = format!(
+                            "unsupported audio format {} (FLV sound format {}): publish pcm_mulaw or pcm_alaw at 8 kHz",
+                            header.format_name(),
+                            header.sound_format
+                        );
+                        warn!(peer = %self.peer, "{text}");
+                        session.send_error(&text);
+                    }
+                    return;
+                };
+                let frame = MediaFrame {
+                    codec,
+                    timestamp: timestamp.wrapping_mul(8),
+                    marker: false,
+                    payload,
+                };
+                if !att.call.audio(frame) {
+                    metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "call_busy").increment(1);
+                }
+            }
+            RtmpEvent::Call { target } => {
+                if self.join(session, 0, &target, None, false).is_none() {
+                    return;
+                }
+            }
+            RtmpEvent::Hangup => {
+                for (call, _) in self.calls.values() {
+                    call.hangup();
+                }
+            }
+            RtmpEvent::Answer => session.send_error("no incoming call to answer"),
+            RtmpEvent::Dtmf { digits } => {
+                match self.calls.values().next() {
+                    Some((call, _)) => call.dtmf(digits, self.sink_control.clone()),
+                    None => session.send_error("dtmf: no call in progress"),
+                }
+            }
+        }
+    }
+
+    /// Authenticates, routes and joins (or starts) the call for `target`. Stream id 0 means the
+    /// `call()` command (no stream).
+    fn join(
+        &mut self,
+        session: &mut RtmpServerSession,
+        stream_id: u32,
+        target: &str,
+        token: Option<&str>,
+        publishing: bool,
+    ) -> Option<CallRef> {
+        let stream = (stream_id != 0).then_some(stream_id);
+        let identity = match self.authenticate(token) {
+            Ok(id) => id,
+            Err(why) => {
+                self.refuse(session, stream, why);
+                return None;
+            }
+        };
+        let route = match self.shared.authority.route(&identity, target) {
+            Ok(r) => r,
+            Err(why) => {
+                warn!(peer = %self.peer, user = identity.name(), %target, reason = why.label(), "dial refused");
+                metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => why.label()).increment(1);
+                match stream {
+                    Some(id) => session.reject_stream(id, "NetStream.Publish.Forbidden", why.description()),
+                    None => session.send_error(why.description()),
+                }
+                return None;
+            }
+        };
+        let leg = new_leg_id();
+        // A publisher needs no audio back on its leg; a player or controller does.
+        let sink = self.sink();
+        match self.shared.calls.join(&identity, &route, leg, Some(sink)) {
+            Ok(call) => {
+                let _ = publishing;
+                let entry = self.calls.entry(target.to_string()).or_insert_with(|| (call.clone(), Vec::new()));
+                entry.1.push(leg);
+                if let Some(id) = stream {
+                    self.streams.insert(
+                        id,
+                        Attachment {
+                            call: call.clone(),
+                            leg,
+                            by_stream: true,
+                        },
+                    );
+                }
+                Some(call)
+            }
+            Err(e) => {
+                warn!(peer = %self.peer, reason = e.label(), "call refused");
+                metrics::counter!(m::CALLS_TOTAL, "outcome" => "rejected").increment(1);
+                let text = format!("call refused: {}", e.label());
+                match stream {
+                    Some(id) => session.reject_stream(id, "NetStream.Publish.Failed", &text),
+                    None => session.send_error(&text),
+                }
+                None
+            }
+        }
+    }
+
+    fn play_audio(&mut self, session: &mut RtmpServerSession, frame: MediaFrame) {
+        // FLV audio tag header: sound format, rate bits 0 ("special" for 8 kHz G.711),
+        // 16-bit, mono — what ffmpeg's FLV muxer writes for pcm_mulaw / pcm_alaw.
+        let tag = (frame.codec.flv_sound_format() << 4) | 0x02;
+        let ms = frame.timestamp / 8;
+        for (stream_id, _) in &self.play_streams {
+            session.send_audio(*stream_id, ms, tag, &frame.payload);
+            metrics::counter!(m::PACKETS_TOTAL, "leg" => TRANSPORT, "direction" => "out").increment(1);
+        }
+    }
+
+    fn on_call_command(&mut self, session: &mut RtmpServerSession, cmd: ClientCommand) {
+        match cmd {
+            ClientCommand::Ringing { code } => {
+                session.send_command("onRinging", &[Amf0Value::Number(f64::from(code))]);
+            }
+            ClientCommand::Answered => session.send_command("onAnswered", &[]),
+            ClientCommand::Dtmf(c) => {
+                let s = c.to_string();
+                session.send_command("onDtmf", &[Amf0Value::String(&s)]);
+            }
+            ClientCommand::Ended { code: 0, reason } => session.send_error(&reason),
+            ClientCommand::Ended { code, reason } => {
+                info!(code, %reason, "call ended; telling the client");
+                session.send_command(
+                    "onHangup",
+                    &[Amf0Value::Number(f64::from(code)), Amf0Value::String(&reason)],
+                );
+                let by_stream = self.streams.values().any(|a| a.by_stream);
+                for (id, _) in &self.play_streams {
+                    session.send_stream_status(*id, "NetStream.Play.Stop", &reason);
+                }
+                for (id, att) in &self.streams {
+                    if !self.play_streams.iter().any(|(p, _)| p == id) {
+                        let _ = att;
+                        session.send_stream_status(*id, "NetStream.Unpublish.Success", &reason);
+                    }
+                }
+                self.streams.clear();
+                self.play_streams.clear();
+                self.calls.clear();
+                if by_stream {
+                    self.close_after_flush = true;
+                }
+            }
+            ClientCommand::Audio(frame) => self.play_audio(session, frame),
+        }
+    }
+
+    fn leave_all(&mut self) {
+        for (call, legs) in self.calls.values() {
+            for leg in legs {
+                call.detach(*leg);
+            }
+        }
+        self.calls.clear();
+        self.streams.clear();
+    }
+}
+
+async fn recv_opt(rx: &mut Option<mpsc::Receiver<MediaFrame>>) -> Option<MediaFrame> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_opt_unbounded(rx: &mut Option<mpsc::UnboundedReceiver<ClientCommand>>) -> Option<ClientCommand> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes everything the session has queued. False if the socket failed.
+async fn flush(session: &mut RtmpServerSession, stream: &mut TcpStream) -> bool {
+    while let Some(bytes) = session.poll_output() {
+        if let Err(e) = stream.write_all(&bytes).await {
+            debug!(error = %e, "write failed");
+            return false;
+        }
+    }
+    true
+}
