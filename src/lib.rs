@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod media;
+pub mod ops;
 pub mod relay;
 pub mod rtmp;
 pub mod sip;
