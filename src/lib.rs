@@ -4,6 +4,7 @@
 pub mod call;
 pub mod config;
 pub mod media;
+pub mod ops;
 pub mod relay;
 pub mod session;
 pub mod rtmp;
