@@ -513,7 +513,7 @@ impl CallCore {
         for item in rtcp::walk(packet) {
             match item {
                 Ok(rtcp::RtcpPacket::SenderReport(sr)) => {
-                    self.recv.last_sr = (sr.ntp_timestamp() >> 16) as u32;
+                    self.recv.last_sr = (sr.ntp >> 16) as u32;
                     self.recv.last_sr_at = Some(now);
                 }
                 Ok(_) => {}
@@ -578,7 +578,7 @@ impl CallCore {
         };
         if let Ok(n) = written {
             len += n;
-            if let Ok(n) = rtcp::write_sdes_cname(&mut buf[len..], self.ssrc, "skybridge") {
+            if let Ok(n) = rtcp::write_sdes_cname(&mut buf[len..], self.ssrc, b"skybridge") {
                 len += n;
             }
             buf.truncate(len);
