@@ -121,6 +121,7 @@ pub fn format_name(sound_format: u8) -> &'static str {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
 

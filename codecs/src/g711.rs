@@ -253,6 +253,7 @@ pub fn alaw_to_ulaw_in_place(buf: &mut [u8]) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
 

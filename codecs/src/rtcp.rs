@@ -556,6 +556,7 @@ pub fn write_bye(out: &mut [u8], ssrc: u32) -> Result<usize, RtcpError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
 

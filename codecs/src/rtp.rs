@@ -234,6 +234,7 @@ pub fn write_header(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
     use ::rtp::packet::Packet;
