@@ -638,10 +638,17 @@ impl<'a> Message<'a> {
     pub fn max_forwards(&self) -> Option<Result<u8, SipError>> {
         self.header("Max-Forwards").map(|v| {
             let v = trim_lws(v);
-            if v.is_empty() || v.len() > 3 || !v.bytes().all(|b| b.is_ascii_digit()) {
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(SipError::BadMaxForwards);
             }
-            v.parse().map_err(|_| SipError::BadMaxForwards)
+            let significant = v.trim_start_matches('0');
+            if significant.is_empty() {
+                return Ok(0);
+            }
+            if significant.len() > 3 {
+                return Err(SipError::BadMaxForwards);
+            }
+            significant.parse().map_err(|_| SipError::BadMaxForwards)
         })
     }
 }
