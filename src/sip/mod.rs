@@ -1,1 +1,4 @@
 //! SIP user agent (sans-IO transactions, dialogs, digest).
+
+pub mod digest;
+pub mod timer;
