@@ -295,7 +295,10 @@ mod tests {
     #[test]
     fn algorithm_names_parse_case_insensitively_and_unknown_is_refused() {
         assert_eq!(Algorithm::from_param(None), Some(Algorithm::Md5));
-        assert_eq!(Algorithm::from_param(Some("sha-256")), Some(Algorithm::Sha256));
+        assert_eq!(
+            Algorithm::from_param(Some("sha-256")),
+            Some(Algorithm::Sha256)
+        );
         assert_eq!(
             Algorithm::from_param(Some("\"MD5-sess\"")),
             Some(Algorithm::Md5Sess)

@@ -100,12 +100,6 @@ impl ClientTx {
         }
     }
 
-    /// The request bytes (for tests and metrics).
-    #[cfg(test)]
-    pub(crate) fn request(&self) -> &[u8] {
-        &self.request
-    }
-
     /// Earliest armed timer.
     pub(crate) fn next_timeout(&self) -> Option<Instant> {
         self.timers.next()
@@ -307,6 +301,11 @@ impl ServerTx {
         true
     }
 
+    /// The last response sent, if any.
+    pub(crate) fn last_response(&self) -> Option<Vec<u8>> {
+        self.last_response.clone()
+    }
+
     /// A retransmission of the request arrived: the bytes to send again, if any.
     pub(crate) fn on_retransmission(&self) -> Option<Vec<u8>> {
         match self.state {
@@ -467,10 +466,7 @@ mod tests {
         assert_eq!(tx.on_response(now, 200), ClientVerdict::Final);
         assert_eq!(tx.on_response(now, 200), ClientVerdict::Ignore);
         assert_eq!(tx.next_timeout(), Some(now + cfg.t4));
-        assert_eq!(
-            tx.on_timeout(now + cfg.t4),
-            vec![ClientTimeout::Terminated]
-        );
+        assert_eq!(tx.on_timeout(now + cfg.t4), vec![ClientTimeout::Terminated]);
     }
 
     #[test]
