@@ -1146,6 +1146,11 @@ impl UserAgent {
             }
             return;
         }
+        if code < 200 && call.cancel_pending {
+            // §9.1: CANCEL only once a provisional response arrived.
+            self.send_cancel(now, handle);
+            return;
+        }
         match code {
             100 => {}
             101..=199 => {
@@ -1914,3 +1919,7 @@ fn build_response(
     let ctype = (!body.is_empty()).then_some("application/sdp");
     b.finish(ctype, body)
 }
+
+#[cfg(test)]
+#[path = "ua_tests.rs"]
+mod tests;
