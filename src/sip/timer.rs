@@ -194,6 +194,7 @@ impl<K: Ord + Copy> TimerQueue<K> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

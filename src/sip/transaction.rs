@@ -358,6 +358,7 @@ impl ServerTx {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1096,11 +1096,11 @@ impl UserAgent {
                     self.invite_response(now, source, id, h, code, msg);
                 }
                 (Some(h), Purpose::Bye) if code >= 200 => {
-                    if code == 401 || code == 407 {
-                        if self.try_auth(now, source, id, code, msg).is_ok() {
-                            self.resched_client(id);
-                            return;
-                        }
+                    if (code == 401 || code == 407)
+                        && self.try_auth(now, source, id, code, msg).is_ok()
+                    {
+                        self.resched_client(id);
+                        return;
                     }
                     self.report(
                         h,
@@ -1921,5 +1921,6 @@ fn build_response(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 #[path = "ua_tests.rs"]
 mod tests;
