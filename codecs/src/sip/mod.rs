@@ -456,6 +456,10 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, SipError> {
         if ver != "2.0" {
             return Err(SipError::BadVersion);
         }
+        // RFC 4475 §3.1.2.7 (`ltgtruri`): a Request-URI is never enclosed in `<...>`.
+        if uri.contains(['<', '>', '"']) {
+            return Err(SipError::BadStartLine);
+        }
         Ok(StartLine::Request {
             method: Method::parse(method),
             uri,
@@ -469,8 +473,10 @@ impl<'a> Message<'a> {
     /// `SIP-message = start-line *message-header CRLF [ message-body ]`. The body is exactly
     /// Content-Length bytes (extra bytes are ignored, RFC 3261 §18.3); without Content-Length it
     /// is the rest of the datagram. Requests must carry Via, From, To, Call-ID and CSeq with a
-    /// CSeq method equal to the request method; To/From/Call-ID/CSeq/Content-Length may appear
-    /// only once; CSeq must be < 2^31.
+    /// CSeq method equal to the request method, and their Call-ID, CSeq, From, To and top Via must
+    /// parse (so those accessors cannot fail on a parsed request); To/From/Call-ID/CSeq/
+    /// Content-Length may appear only once; CSeq must be < 2^31. Responses are only checked for
+    /// duplicates and CSeq range (the caller matches them to a transaction and drops the rest).
     pub fn parse(datagram: &'a [u8]) -> Result<Message<'a>, SipError> {
         if datagram.len() > MAX_MESSAGE_SIZE {
             return Err(SipError::TooLarge);
@@ -521,6 +527,9 @@ impl<'a> Message<'a> {
                 return Err(SipError::CSeqMethodMismatch);
             }
             self.call_id()?;
+            self.from()?;
+            self.to()?;
+            self.top_via()?;
         } else if self.header("CSeq").is_some() {
             self.cseq()?;
         }

@@ -420,8 +420,13 @@ fn two_addresses_in_one_to_header_are_rejected() {
         "To: <sip:x@example.com>",
         "To: <sip:x@example.com>, <sip:y@example.com>",
     );
-    let m = Message::parse(raw.as_bytes()).unwrap();
-    assert_eq!(m.to(), Err(SipError::BadNameAddr));
+    assert_eq!(Message::parse(raw.as_bytes()), Err(SipError::BadNameAddr));
+    // In a response the accessor reports it.
+    let resp = b"SIP/2.0 200 OK\r\nTo: <sip:x@example.com>, <sip:y@example.com>\r\n\r\n";
+    assert_eq!(
+        Message::parse(resp).unwrap().to(),
+        Err(SipError::BadNameAddr)
+    );
 }
 
 #[test]
@@ -745,4 +750,137 @@ fn reason_phrases() {
     assert_eq!(reason_phrase(200), "OK");
     assert_eq!(reason_phrase(487), "Request Terminated");
     assert_eq!(reason_phrase(299), "Unknown");
+}
+
+/// The fuzz target's property, run over the committed seeds and simple mutations of them:
+/// never panic; anything that parses re-serializes through `MessageBuilder` and parses again
+/// with the same start line, body, Call-ID and CSeq.
+fn roundtrip_property(data: &[u8]) {
+    if let Ok(Some(n)) = stream_frame_len(data) {
+        assert!(n <= data.len());
+        let _ = Message::parse(&data[..n]);
+    }
+    let Ok(m) = Message::parse(data) else { return };
+    let _ = (m.from(), m.to(), m.top_via(), m.contact(), m.max_forwards());
+    let _ = m.vias().count() + m.record_routes().count();
+    let mut b = match m.start {
+        StartLine::Request { method, uri } => MessageBuilder::request(method.as_str(), uri),
+        StartLine::Response { code, reason } => MessageBuilder::response(code, reason),
+    };
+    for h in m
+        .headers
+        .iter()
+        .filter(|h| !header_name_eq(h.name, "Content-Length"))
+    {
+        b.header(h.name, h.value);
+    }
+    let wire = b.finish(None, m.body);
+    let again = Message::parse(&wire).unwrap_or_else(|e| panic!("re-parse failed: {e:?}"));
+    assert_eq!(again.start, m.start);
+    assert_eq!(again.body, m.body);
+    assert_eq!(again.call_id(), m.call_id());
+    assert_eq!(again.cseq(), m.cseq());
+    assert_eq!(stream_frame_len(&wire), Ok(Some(wire.len())));
+}
+
+const SEEDS: [&[u8]; 7] = [
+    include_bytes!("../../../fuzz/corpus/sip_message/seed-invite-sdp"),
+    include_bytes!("../../../fuzz/corpus/sip_message/seed-200-ok"),
+    include_bytes!("../../../fuzz/corpus/sip_message/seed-register-401"),
+    include_bytes!("../../../fuzz/corpus/sip_message/seed-compact"),
+    include_bytes!("../../../fuzz/corpus/sip_message/seed-torture-wsinv"),
+    include_bytes!("../../../fuzz/corpus/sip_message/seed-torture-bad-cl"),
+    include_bytes!("../../../fuzz/corpus/sip_message/seed-torture-dup-to"),
+];
+
+#[test]
+fn seeds_parse_as_expected() {
+    let ok: Vec<bool> = SEEDS.iter().map(|s| Message::parse(s).is_ok()).collect();
+    assert_eq!(ok, [true, true, true, true, true, false, false]);
+    for s in SEEDS {
+        roundtrip_property(s);
+    }
+}
+
+#[test]
+fn truncated_and_mutated_seeds_never_panic_and_round_trip() {
+    const MUTATIONS: [u8; 10] = [0, b'\r', b'\n', b' ', b',', b';', b'"', b'<', b'>', 0xff];
+    for seed in SEEDS {
+        for cut in 0..seed.len() {
+            roundtrip_property(&seed[..cut]);
+        }
+        let mut buf = seed.to_vec();
+        for i in 0..buf.len() {
+            let orig = buf[i];
+            for m in MUTATIONS {
+                buf[i] = m;
+                roundtrip_property(&buf);
+            }
+            buf[i] = orig;
+        }
+    }
+}
+
+#[test]
+fn request_uri_in_angle_brackets_is_rejected() {
+    let raw = String::from_utf8(request_with("", "")).unwrap().replace(
+        "OPTIONS sip:x@example.com SIP/2.0",
+        "OPTIONS <sip:x@example.com> SIP/2.0",
+    );
+    assert_eq!(Message::parse(raw.as_bytes()), Err(SipError::BadStartLine));
+}
+
+/// RFC 4475 §3.1.2.8 (`quotbal`) and friends: a request whose To/From/Via cannot be parsed is
+/// rejected as a whole, so the typed accessors cannot fail on a parsed request.
+#[test]
+fn request_with_unparsable_to_from_or_via_is_rejected() {
+    let full = String::from_utf8(request_with("", "")).unwrap();
+    for (from, to, want) in [
+        (
+            "To: <sip:x@example.com>",
+            "To: \"Mr. J. User <sip:x@example.com>",
+            SipError::BadNameAddr,
+        ),
+        (
+            "From: <sip:a@example.com>;tag=1",
+            "From: <sip:a@example.com>;tag=",
+            SipError::BadNameAddr,
+        ),
+        (
+            "Via: SIP/2.0/UDP h;branch=z9hG4bK1",
+            "Via: SIP/2.0/UDP",
+            SipError::BadVia,
+        ),
+        ("Call-ID: c1", "Call-ID: c 1", SipError::BadCallId),
+    ] {
+        let raw = full.replace(from, to);
+        assert_eq!(Message::parse(raw.as_bytes()), Err(want), "{to}");
+    }
+}
+
+/// RFC 4475 §3.1.2.11 (`bigcode`) and §3.1.2.12 (`badvers`).
+#[test]
+fn huge_status_code_and_unknown_version_are_rejected() {
+    assert_eq!(
+        Message::parse(b"SIP/2.0 4294967301 better not break the receiver\r\n\r\n"),
+        Err(SipError::BadStartLine)
+    );
+    assert_eq!(
+        Message::parse(b"OPTIONS sip:t@example.com SIP/7.0\r\n\r\n"),
+        Err(SipError::BadVersion)
+    );
+}
+
+/// RFC 4475 §3.1.1.6-like: an unknown URI scheme in the Request-URI parses (the UA answers 416).
+#[test]
+fn unknown_request_uri_scheme_parses() {
+    let raw = String::from_utf8(request_with("", "")).unwrap().replace(
+        "OPTIONS sip:x@example.com",
+        "OPTIONS nobodyKnowsThisScheme:totallyopaquecontent",
+    );
+    let m = Message::parse(raw.as_bytes()).unwrap();
+    assert_eq!(
+        SipUri::parse(m.request_uri().unwrap()),
+        Err(SipError::BadUri)
+    );
 }
