@@ -104,7 +104,11 @@ pub fn read_wav(path: &Path) -> io::Result<Wav> {
                     .collect(),
                 (6, 8) => data.iter().map(|&x| alaw_to_linear(x)).collect(),
                 (7, 8) => data.iter().map(|&x| ulaw_to_linear(x)).collect(),
-                _ => return Err(bad(format!("unsupported WAV format tag {tag} / {bits} bits"))),
+                _ => {
+                    return Err(bad(format!(
+                        "unsupported WAV format tag {tag} / {bits} bits"
+                    )))
+                }
             };
             return Ok(Wav {
                 rate,
@@ -276,9 +280,7 @@ pub fn dominant_frequency(samples: &[f64], rate: u32) -> f64 {
         return 0.0;
     }
     let window: Vec<f64> = (0..block)
-        .map(|i| {
-            0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / (block - 1) as f64).cos()
-        })
+        .map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / (block - 1) as f64).cos())
         .collect();
     let blocks: Vec<Vec<f64>> = samples[..limit]
         .chunks_exact(block)

@@ -243,7 +243,11 @@ impl Baresip {
         fs::write(dir.join("contacts"), "").map_err(|e| e.to_string())?;
 
         let mut cmd = Command::new("baresip");
-        cmd.arg("-4").arg("-v").arg("-f").arg(&dir).current_dir(&dir);
+        cmd.arg("-4")
+            .arg("-v")
+            .arg("-f")
+            .arg(&dir)
+            .current_dir(&dir);
         let mut child = Child::spawn(&opts.name, &mut cmd, &dir);
 
         let mut stream = None;
@@ -400,7 +404,11 @@ impl Baresip {
         let deadline = Instant::now() + timeout;
         let mut st = lock.lock().ok()?;
         loop {
-            if let Some(i) = st.pending.iter().position(|e| kinds.contains(&e.kind.as_str())) {
+            if let Some(i) = st
+                .pending
+                .iter()
+                .position(|e| kinds.contains(&e.kind.as_str()))
+            {
                 return st.pending.remove(i);
             }
             let now = Instant::now();
