@@ -104,7 +104,11 @@ pub fn read_wav(path: &Path) -> io::Result<Wav> {
                     .collect(),
                 (6, 8) => data.iter().map(|&x| alaw_to_linear(x)).collect(),
                 (7, 8) => data.iter().map(|&x| ulaw_to_linear(x)).collect(),
-                _ => return Err(bad(format!("unsupported WAV format tag {tag} / {bits} bits"))),
+                _ => {
+                    return Err(bad(format!(
+                        "unsupported WAV format tag {tag} / {bits} bits"
+                    )))
+                }
             };
             return Ok(Wav {
                 rate,
@@ -191,13 +195,16 @@ pub fn goertzel_power(samples: &[f64], rate: u32, freq: f64) -> f64 {
 /// Energy (sum of squares) of the least-squares fit `a·cos(wt) + b·sin(wt)` to `block`.
 fn fitted_tone_energy(block: &[f64], w: f64) -> f64 {
     let (mut scc, mut sss, mut scs, mut sxc, mut sxs) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    for (i, &x) in block.iter().enumerate() {
-        let (s, c) = (w * i as f64).sin_cos();
+    // cos/sin of w·i by rotation (exact enough over one short block).
+    let (dw_s, dw_c) = w.sin_cos();
+    let (mut c, mut s) = (1.0f64, 0.0f64);
+    for &x in block {
         scc += c * c;
         sss += s * s;
         scs += c * s;
         sxc += x * c;
         sxs += x * s;
+        (c, s) = (c * dw_c - s * dw_s, s * dw_c + c * dw_s);
     }
     let det = scc * sss - scs * scs;
     if det.abs() < 1e-12 {
@@ -209,22 +216,9 @@ fn fitted_tone_energy(block: &[f64], w: f64) -> f64 {
     (a * sxc + b * sxs).max(0.0)
 }
 
-/// Block length (20 ms) used by [`tone_snr_db`].
-pub const SNR_BLOCK_SECS: f64 = 0.020;
-
-/// Signal-to-noise ratio of a tone at `freq`, in dB.
-///
-/// Definition: the signal is cut into 20 ms blocks; in each block a sinusoid at `freq`
-/// (free amplitude and phase) is fitted by least squares. Tone energy = energy of the fits;
-/// noise = everything else (total energy − tone energy: other tones, distortion, codec noise,
-/// DC, clicks). SNR = 10·log10(tone / noise). Per-block fitting tolerates phase jumps (lost or
-/// re-timed packets) and a small frequency error (±5 Hz costs < 0.5 dB), while a tone 50 Hz
-/// away counts almost entirely as noise. Silence contributes nothing to either side, so leading
-/// or trailing silence does not lower the SNR (check length with [`active_duration`]).
-/// Returns `f64::NEG_INFINITY` for no tone energy and caps at 120 dB for no noise.
-pub fn tone_snr_db(samples: &[f64], rate: u32, freq: f64) -> f64 {
+/// Sum over blocks of the fitted tone energy at `freq`, and the total energy.
+fn blockwise_fit(samples: &[f64], rate: u32, freq: f64, block: usize) -> (f64, f64) {
     let w = 2.0 * std::f64::consts::PI * freq / f64::from(rate);
-    let block = ((SNR_BLOCK_SECS * f64::from(rate)).round() as usize).max(8);
     let mut tone_e = 0.0;
     let mut total_e = 0.0;
     for chunk in samples.chunks(block) {
@@ -233,6 +227,37 @@ pub fn tone_snr_db(samples: &[f64], rate: u32, freq: f64) -> f64 {
         }
         tone_e += fitted_tone_energy(chunk, w);
         total_e += chunk.iter().map(|x| x * x).sum::<f64>();
+    }
+    (tone_e, total_e)
+}
+
+/// How far from the nominal frequency [`tone_snr_db`] searches for the tone (Hz).
+pub const SNR_FREQ_TOLERANCE_HZ: f64 = 10.0;
+
+/// Block length (20 ms) used by [`tone_snr_db`].
+pub const SNR_BLOCK_SECS: f64 = 0.020;
+
+/// Signal-to-noise ratio of a tone at `freq`, in dB.
+///
+/// Definition: the signal is cut into 20 ms blocks; in each block a sinusoid (free amplitude
+/// and phase) is fitted by least squares. Tone energy = energy of the fits; noise = everything
+/// else (total energy − tone energy: other tones, distortion, codec noise, DC, clicks).
+/// SNR = 10·log10(tone / noise). The fitted frequency is the best one within
+/// ±[`SNR_FREQ_TOLERANCE_HZ`] of `freq` (0.5 Hz steps), so clock error or resampling does not
+/// count as noise, while a tone 50 Hz away counts almost entirely as noise. Per-block fitting
+/// also tolerates phase jumps (lost or re-timed packets). Silence contributes to neither side,
+/// so leading or trailing silence does not lower the SNR (check length with
+/// [`active_duration`]). At most the first 20 s are analysed. Returns `f64::NEG_INFINITY` for
+/// no tone energy and caps at 120 dB for no noise.
+pub fn tone_snr_db(samples: &[f64], rate: u32, freq: f64) -> f64 {
+    let block = ((SNR_BLOCK_SECS * f64::from(rate)).round() as usize).max(8);
+    let samples = &samples[..samples.len().min(rate as usize * 20)];
+    let steps = (SNR_FREQ_TOLERANCE_HZ * 2.0) as i32;
+    let (mut tone_e, mut total_e) = (0.0, 0.0);
+    for k in -steps..=steps {
+        let (t, total) = blockwise_fit(samples, rate, freq + f64::from(k) * 0.5, block);
+        total_e = total;
+        tone_e = f64::max(tone_e, t);
     }
     let noise_e = (total_e - tone_e).max(0.0);
     if tone_e <= 0.0 {
@@ -255,9 +280,7 @@ pub fn dominant_frequency(samples: &[f64], rate: u32) -> f64 {
         return 0.0;
     }
     let window: Vec<f64> = (0..block)
-        .map(|i| {
-            0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / (block - 1) as f64).cos()
-        })
+        .map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / (block - 1) as f64).cos())
         .collect();
     let blocks: Vec<Vec<f64>> = samples[..limit]
         .chunks_exact(block)

@@ -243,7 +243,11 @@ impl Baresip {
         fs::write(dir.join("contacts"), "").map_err(|e| e.to_string())?;
 
         let mut cmd = Command::new("baresip");
-        cmd.arg("-4").arg("-v").arg("-f").arg(&dir).current_dir(&dir);
+        cmd.arg("-4")
+            .arg("-v")
+            .arg("-f")
+            .arg(&dir)
+            .current_dir(&dir);
         let mut child = Child::spawn(&opts.name, &mut cmd, &dir);
 
         let mut stream = None;
@@ -278,19 +282,39 @@ impl Baresip {
             token_seq: 0,
         };
         if opts.register_to.is_some() {
-            if let Some(ev) = b.wait_for_any(&["REGISTER_OK", "REGISTER_FAIL"], CMD_TIMEOUT) {
-                if ev.kind != "REGISTER_OK" {
-                    panic!("baresip {}: registration failed: {}", opts.name, ev.raw);
-                }
-            } else {
-                panic!(
-                    "baresip {}: no REGISTER_OK within {CMD_TIMEOUT:?}\n{}",
-                    opts.name,
-                    b.child.tails(3000)
-                );
-            }
+            b.wait_registered(&opts.name);
         }
         Ok(b)
+    }
+
+    /// Registration may finish before the control socket is connected (then its REGISTER_OK
+    /// event is lost), so this also polls `reginfo`, whose text marks the account "OK" or "ERR".
+    fn wait_registered(&mut self, name: &str) {
+        let deadline = Instant::now() + CMD_TIMEOUT;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Some(ev) = self.wait_for_any(&["REGISTER_OK", "REGISTER_FAIL"], Duration::ZERO) {
+                assert!(
+                    ev.kind == "REGISTER_OK",
+                    "baresip {name}: registration failed: {}",
+                    ev.raw
+                );
+                return;
+            }
+            last = self.command("reginfo", "").unwrap_or_else(|e| e);
+            if last.contains("OK") {
+                return;
+            }
+            assert!(
+                !last.contains("ERR"),
+                "baresip {name}: registration failed: {last}"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "baresip {name}: not registered within {CMD_TIMEOUT:?} (reginfo: {last:?})\n{}",
+            self.child.tails(3000)
+        );
     }
 
     /// Where it listens for SIP (UDP and TCP), always 127.0.0.1.
@@ -380,7 +404,11 @@ impl Baresip {
         let deadline = Instant::now() + timeout;
         let mut st = lock.lock().ok()?;
         loop {
-            if let Some(i) = st.pending.iter().position(|e| kinds.contains(&e.kind.as_str())) {
+            if let Some(i) = st
+                .pending
+                .iter()
+                .position(|e| kinds.contains(&e.kind.as_str()))
+            {
                 return st.pending.remove(i);
             }
             let now = Instant::now();

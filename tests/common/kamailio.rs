@@ -70,7 +70,10 @@ impl Kamailio {
             !child.is_running() || UdpSocket::bind(loopback(port)).is_err()
         });
         if !up || !child.is_running() {
-            panic!("kamailio did not start on 127.0.0.1:{port}\n{}", child.tails(3000));
+            panic!(
+                "kamailio did not start on 127.0.0.1:{port}\n{}",
+                child.tails(3000)
+            );
         }
         Kamailio {
             child,

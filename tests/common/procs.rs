@@ -196,13 +196,18 @@ impl Child {
             }
         }
         // The group id stays ours while any member lives, so these pids are our descendants.
-        for pid in group_members(self.child.id()) {
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(pid.to_string())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+        let pgid = self.child.id();
+        let gone = wait_until(grace, || group_members(pgid).is_empty());
+        if !gone {
+            for pid in group_members(pgid) {
+                let _ = Command::new("kill")
+                    .arg("-KILL")
+                    .arg(pid.to_string())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            wait_until(Duration::from_secs(1), || group_members(pgid).is_empty());
         }
         self.status
     }
@@ -269,7 +274,7 @@ pub fn have_program(program: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Pids whose process group is `pgid` (from /proc/<pid>/stat).
+/// Live (non-zombie) pids whose process group is `pgid` (from /proc/<pid>/stat).
 pub fn group_members(pgid: u32) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
@@ -281,10 +286,12 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
                 .ok()
                 .and_then(|stat| {
                     // pid (comm) state ppid pgrp ...; comm may contain spaces and parens.
-                    let rest = &stat[stat.rfind(')')? + 1..];
-                    rest.split_whitespace().nth(2)?.parse::<u32>().ok()
+                    let mut f = stat[stat.rfind(')')? + 1..].split_whitespace();
+                    let state = f.next()?;
+                    let pgrp = f.nth(1)?.parse::<u32>().ok()?;
+                    Some(state != "Z" && state != "X" && pgrp == pgid)
                 })
-                == Some(pgid)
+                .unwrap_or(false)
         })
         .collect()
 }

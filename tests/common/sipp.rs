@@ -176,8 +176,7 @@ impl Sipp {
 fn last_counter(screen: &str, label: &str) -> u64 {
     screen
         .lines()
-        .filter(|l| l.trim_start().starts_with(label))
-        .last()
+        .rfind(|l| l.trim_start().starts_with(label))
         .and_then(|l| l.rsplit('|').next())
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what skybridge's test suite needs on a Debian/Ubuntu machine, only if missing:
+# ffmpeg, baresip, kamailio, sip-tester (sipp), sox (apt) and cargo-fuzz (cargo).
+# Idempotent: a machine that has everything is left untouched (no apt-get update).
+set -euo pipefail
+
+log() { printf '[install-deps] %s\n' "$*"; }
+die() { printf '[install-deps] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# package:command pairs; a package counts as present if dpkg knows it or its command exists.
+PKGS=(ffmpeg:ffmpeg baresip:baresip kamailio:kamailio sip-tester:sipp sox:sox)
+
+missing=()
+for pair in "${PKGS[@]}"; do
+    pkg=${pair%%:*}
+    cmd=${pair##*:}
+    if command -v "$cmd" >/dev/null 2>&1 || dpkg -s "$pkg" >/dev/null 2>&1; then
+        continue
+    fi
+    missing+=("$pkg")
+done
+
+if ((${#missing[@]})); then
+    command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get: install them by hand"
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || die "missing ${missing[*]}: run as root or install sudo"
+        SUDO="sudo"
+    fi
+    log "installing: ${missing[*]}"
+    $SUDO apt-get update
+    $SUDO env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends "${missing[@]}"
+else
+    log "system packages present: ffmpeg baresip kamailio sipp sox"
+fi
+
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (https://rustup.rs)"
+if cargo fuzz --help >/dev/null 2>&1; then
+    log "cargo-fuzz present"
+else
+    log "installing cargo-fuzz"
+    cargo install cargo-fuzz --locked
+fi
