@@ -35,6 +35,7 @@ pub async fn start(config: Arc<Config>, pool: Arc<PortPool>) -> std::io::Result<
             t1: config.t1(),
             t2: Duration::from_millis(config.sip.t2_ms),
             t4: Duration::from_millis(config.sip.t4_ms),
+            ..UaConfig::new(local, local)
         },
         rand::random(),
     );

@@ -67,6 +67,7 @@ impl Relay {
                 t1: config.t1(),
                 t2: Duration::from_millis(config.sip.t2_ms),
                 t4: Duration::from_millis(config.sip.t4_ms),
+                ..UaConfig::new(sip_addr, advertised)
             },
             rand::random(),
         );
