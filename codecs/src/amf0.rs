@@ -366,6 +366,7 @@ impl<'a> Decoder<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
 
@@ -420,7 +421,10 @@ mod tests {
         let long = "y".repeat(65_536);
         let buf = roundtrip(&Amf0Value::String(&long));
         assert_eq!(buf[0], marker::LONG_STRING);
-        assert_eq!(decode_all(&buf).unwrap(), vec![Amf0Value::LongString(&long)]);
+        assert_eq!(
+            decode_all(&buf).unwrap(),
+            vec![Amf0Value::LongString(&long)]
+        );
     }
 
     #[test]
@@ -464,10 +468,7 @@ mod tests {
 
     #[test]
     fn element_cap_rejects_wide_documents() {
-        let mut buf = Vec::new();
-        for _ in 0..5000 {
-            buf.push(marker::NULL);
-        }
+        let buf = vec![marker::NULL; 5000];
         assert_eq!(decode_all(&buf), Err(Amf0Error::TooManyElements));
     }
 
