@@ -23,6 +23,8 @@ use crate::relay::Shared;
 use crate::rtmp::{RtmpEvent, RtmpServerSession, RtmpSessionConfig};
 use crate::session::{Identity, Refusal};
 use skybridge_codecs::amf0::Amf0Value;
+use skybridge_codecs::flv;
+use skybridge_codecs::rtmp::ChunkLimits;
 
 const TRANSPORT: &str = "rtmp";
 
@@ -118,8 +120,11 @@ impl Connection {
         let cfg = &self.shared.config.rtmp;
         let session_config = RtmpSessionConfig {
             handshake_timeout: Duration::from_secs(cfg.handshake_timeout_secs),
-            max_message_bytes: cfg.max_message_bytes,
-            max_buffered_bytes: cfg.max_buffered_bytes,
+            chunk_limits: ChunkLimits {
+                max_message_len: u32::try_from(cfg.max_message_bytes).unwrap_or(u32::MAX),
+                max_reassembly_bytes: cfg.max_buffered_bytes,
+                ..ChunkLimits::default()
+            },
             ..RtmpSessionConfig::default()
         };
         let idle = Duration::from_secs(cfg.idle_timeout_secs.max(1));
@@ -236,20 +241,20 @@ impl Connection {
                     att.call.detach(att.leg);
                 }
             }
-            RtmpEvent::Audio { stream_id, timestamp, header, payload } => {
+            RtmpEvent::Audio { stream_id, timestamp, tag_header, payload } => {
                 let Some(att) = self.streams.get(&stream_id) else {
                     metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "no_call").increment(1);
                     return;
                 };
                 metrics::counter!(m::PACKETS_TOTAL, "leg" => TRANSPORT, "direction" => "in").increment(1);
-                let Some(codec) = Codec::from_flv_sound_format(header.sound_format) else {
+                let format = tag_header >> 4;
+                let Some(codec) = Codec::from_flv_sound_format(format) else {
                     metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "unsupported_codec").increment(1);
-                    if self.warned_format != Some(header.sound_format) {
-                        self.warned_format = Some(header.sound_format);
+                    if self.warned_format != Some(format) {
+                        self.warned_format = Some(format);
                         let text = format!(
-                            "unsupported audio format {} (FLV sound format {}): publish pcm_mulaw or pcm_alaw at 8 kHz",
-                            header.format_name(),
-                            header.sound_format
+                            "unsupported audio format {} (FLV sound format {format}): publish pcm_mulaw or pcm_alaw at 8 kHz",
+                            flv::format_name(format),
                         );
                         warn!(peer = %self.peer, "{text}");
                         session.send_error(&text);
