@@ -13,7 +13,7 @@ mod builder;
 mod values;
 
 pub use builder::{reason_phrase, MessageBuilder};
-pub use values::{parse_challenge, CSeq, Challenge, NameAddr, SipUri, Via};
+pub use values::{parse_challenge, unescape_quoted, CSeq, Challenge, NameAddr, SipUri, Via};
 
 use values::{is_lws, is_token_char, trim_lws, SplitTop};
 

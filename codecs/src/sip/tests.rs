@@ -884,3 +884,14 @@ fn unknown_request_uri_scheme_parses() {
         Err(SipError::BadUri)
     );
 }
+
+#[test]
+fn unescape_quoted_resolves_quoted_pairs() {
+    assert_eq!(unescape_quoted("plain"), "plain");
+    assert!(matches!(
+        unescape_quoted("plain"),
+        std::borrow::Cow::Borrowed(_)
+    ));
+    assert_eq!(unescape_quoted(r#"J Rosenberg \\\""#), r#"J Rosenberg \""#);
+    assert_eq!(unescape_quoted(r#"a\"b"#), r#"a"b"#);
+}

@@ -614,3 +614,23 @@ pub(crate) fn request_line(i: &str) -> R<'_, (&str, &str, &str)> {
     let (i, _) = nom::combinator::eof(i)?;
     Ok((i, (method, uri, ver)))
 }
+
+/// Resolves `quoted-pair`s (`\x` → `x`, RFC 3261 §25.1) in the raw inner text of a quoted
+/// string, as returned by [`NameAddr::display`] or [`Challenge`] fields. Borrows when there is
+/// nothing to unescape. (Re-quoting the raw inner text as `"…"` needs no escaping.)
+pub fn unescape_quoted(raw: &str) -> std::borrow::Cow<'_, str> {
+    if !raw.contains('\\') {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut escaped = false;
+    for c in raw.chars() {
+        if escaped || c != '\\' {
+            out.push(c);
+            escaped = false;
+        } else {
+            escaped = true;
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
