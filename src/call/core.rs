@@ -45,7 +45,8 @@ pub enum ClientCommand {
 pub enum Output {
     Rtp { dest: SocketAddr, header: [u8; 12], payload: Bytes },
     RtpOwned { dest: SocketAddr, packet: Vec<u8> },
-    Rtcp { dest: SocketAddr, packet: Vec<u8> },
+    /// An RTCP compound packet: `packet[..len]`.
+    Rtcp { dest: SocketAddr, packet: [u8; RTCP_MAX], len: usize },
     Client(ClientCommand),
     /// Hang up the SIP side (CANCEL or BYE, the SIP layer knows which).
     SipHangup,
@@ -111,6 +112,8 @@ pub struct CallCore {
     rng: u64,
 }
 
+/// Room for our compound RTCP packet (SR/RR with one block + SDES CNAME).
+pub const RTCP_MAX: usize = 128;
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 const DTMF_DURATION_MS: u32 = 160;
 
@@ -558,9 +561,9 @@ impl CallCore {
 
     fn send_rtcp(&mut self, now: Instant, wall: std::time::SystemTime) {
         let Some(dest) = self.remote_rtcp else { return };
-        let blocks: Vec<rtcp::ReportBlock> = self.report_block(now).into_iter().collect();
-        let mut buf = vec![0u8; 256];
-        let mut len = 0;
+        let block = self.report_block(now);
+        let blocks = block.as_slice();
+        let mut buf = [0u8; RTCP_MAX];
         let written = if self.packets_sent > 0 {
             let ntp = ntp_timestamp(wall);
             let rtp_ts = self.last_sent_ts.unwrap_or(self.ts_offset);
@@ -571,18 +574,19 @@ impl CallCore {
                 rtp_ts,
                 self.packets_sent,
                 self.octets_sent,
-                &blocks,
+                blocks,
             )
         } else {
-            rtcp::write_receiver_report(&mut buf, self.ssrc, &blocks)
+            rtcp::write_receiver_report(&mut buf, self.ssrc, blocks)
         };
         if let Ok(n) = written {
-            len += n;
-            if let Ok(n) = rtcp::write_sdes_cname(&mut buf[len..], self.ssrc, b"skybridge") {
-                len += n;
+            let mut len = n;
+            if let Some(rest) = buf.get_mut(len..) {
+                if let Ok(n) = rtcp::write_sdes_cname(rest, self.ssrc, b"skybridge") {
+                    len += n;
+                }
             }
-            buf.truncate(len);
-            self.outputs.push_back(Output::Rtcp { dest, packet: buf });
+            self.outputs.push_back(Output::Rtcp { dest, packet: buf, len });
         }
     }
 

@@ -383,8 +383,8 @@ impl CallTask {
                     Output::RtpOwned { dest, packet } => {
                         let _ = self.ports.rtp.try_send_to(&packet, dest);
                     }
-                    Output::Rtcp { dest, packet } => {
-                        let _ = self.ports.rtcp.try_send_to(&packet, dest);
+                    Output::Rtcp { dest, packet, len } => {
+                        let _ = self.ports.rtcp.try_send_to(packet.get(..len).unwrap_or_default(), dest);
                     }
                     Output::Client(cmd) => self.to_clients(cmd),
                     Output::SipHangup => {
