@@ -19,6 +19,8 @@
 //!   "486 Busy Here" or "Connection reset by user"), REGISTER_OK, REGISTER_FAIL.
 //! - Account line: `<sip:user@127.0.0.1:P>;regint=0;answermode=auto` (no registrar), or
 //!   `<sip:user@<registrar>>;auth_pass=...;regint=60;answermode=...` to register.
+//! - Started as `stdbuf -oL -eL baresip -4 -v -s -f <dir>` (IPv4 only, verbose, SIP trace;
+//!   line-buffered so its log file is current while it runs).
 //! - `hangup` rejects an incoming unanswered call (baresip answers it with 486 Busy Here).
 
 use super::audio::write_wav_s16;
@@ -242,8 +244,10 @@ impl Baresip {
         fs::write(dir.join("accounts"), account).map_err(|e| e.to_string())?;
         fs::write(dir.join("contacts"), "").map_err(|e| e.to_string())?;
 
-        let mut cmd = Command::new("baresip");
-        cmd.arg("-4")
+        // stdbuf: line-buffered stdout, so the log file is current while baresip runs.
+        let mut cmd = Command::new("stdbuf");
+        cmd.args(["-oL", "-eL", "baresip"])
+            .arg("-4")
             .arg("-v")
             .arg("-f")
             .arg(&dir)
@@ -454,6 +458,11 @@ impl Baresip {
             .collect();
         files.sort();
         files.pop()
+    }
+
+    /// Its log so far (stdout + stderr).
+    pub fn log(&self) -> String {
+        self.child.stdout_text() + &self.child.stderr_text()
     }
 
     /// The log tails, for failure messages.
