@@ -53,7 +53,9 @@ pub async fn start(config: Arc<Config>, pool: Arc<PortPool>) -> std::io::Result<
 }
 
 fn answer(sip: &SipHandle, pool: &Arc<PortPool>, call: IncomingCall, tone_hz: u32) {
-    let user = request_user(&call.request_uri).unwrap_or_default().to_string();
+    let user = request_user(&call.request_uri)
+        .unwrap_or_default()
+        .to_string();
     let mode = match user.as_str() {
         "echo" => Mode::Echo,
         "tone" => Mode::Tone(tone_hz),
@@ -77,7 +79,11 @@ fn answer(sip: &SipHandle, pool: &Arc<PortPool>, call: IncomingCall, tone_hz: u3
         username: "skybridge-builtin".into(),
         session_id: u64::from(ports.rtp_port),
         session_version: 1,
-        address: ports.rtp.local_addr().map(|a| a.ip()).unwrap_or(remote.ip()),
+        address: ports
+            .rtp
+            .local_addr()
+            .map(|a| a.ip())
+            .unwrap_or(remote.ip()),
         port: ports.rtp_port,
         codecs: vec![(pt, codec.encoding_name(), 8000)],
         telephone_event: None,
@@ -108,7 +114,9 @@ enum Mode {
 
 /// `sip:echo@127.0.0.1:5070;x=y` → `echo`.
 fn request_user(uri: &str) -> Option<&str> {
-    let rest = uri.strip_prefix("sip:").or_else(|| uri.strip_prefix("sips:"))?;
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))?;
     let (user, _) = rest.split_once('@')?;
     Some(user)
 }

@@ -89,7 +89,11 @@ impl Relay {
         {
             let listener = TcpListener::bind(addr).await?;
             rtmp_addr = Some(listener.local_addr()?);
-            door_tasks.push(tokio::spawn(door::rtmp::serve(listener, shared.clone(), stop_rx.clone())));
+            door_tasks.push(tokio::spawn(door::rtmp::serve(
+                listener,
+                shared.clone(),
+                stop_rx.clone(),
+            )));
         }
         info!(rtmp = ?rtmp_addr, sip = %sip_addr, builtin = config.builtin.enabled, "skybridge relay started");
         Ok(Relay {
@@ -141,7 +145,13 @@ impl Relay {
 fn allowed_peers(config: &Config) -> Vec<IpAddr> {
     let mut peers: Vec<IpAddr> = config.sip.allowed_peers.clone();
     peers.extend(config.sip.upstream.map(|a| a.ip()));
-    peers.extend(config.dialplan.values().filter_map(|u| uri_host_port(u)).map(|a| a.ip()));
+    peers.extend(
+        config
+            .dialplan
+            .values()
+            .filter_map(|u| uri_host_port(u))
+            .map(|a| a.ip()),
+    );
     if config.builtin.enabled {
         peers.push(config.builtin.listen.ip());
     }

@@ -111,7 +111,10 @@ impl PortPool {
                 }
             }
         }
-        Err(io::Error::new(io::ErrorKind::AddrInUse, "RTP port range exhausted"))
+        Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "RTP port range exhausted",
+        ))
     }
 
     fn bind(&self, port: u16) -> io::Result<tokio::net::UdpSocket> {

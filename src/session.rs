@@ -102,7 +102,10 @@ impl Authority {
                 let mut found = None;
                 // Check every user so the time does not depend on which one matched.
                 for user in &self.config.users {
-                    if constant_time_eq(hash.as_bytes(), user.token_sha256.to_ascii_lowercase().as_bytes()) {
+                    if constant_time_eq(
+                        hash.as_bytes(),
+                        user.token_sha256.to_ascii_lowercase().as_bytes(),
+                    ) {
                         found = Some(user.name.clone());
                     }
                 }
@@ -122,7 +125,12 @@ impl Authority {
     /// and in the dial plan; never a client-supplied URI.
     pub fn route(&self, identity: &Identity, target: &str) -> Result<Route, Refusal> {
         let allowed = match identity {
-            Identity::Anonymous => self.config.auth.anonymous_targets.iter().any(|t| t == target),
+            Identity::Anonymous => self
+                .config
+                .auth
+                .anonymous_targets
+                .iter()
+                .any(|t| t == target),
             Identity::User(_) => self
                 .user(identity)
                 .is_some_and(|u| u.targets.iter().any(|t| t == target)),
@@ -185,7 +193,10 @@ mod tests {
     #[test]
     fn valid_token_authenticates_the_user() {
         let a = authority(WITH_USER);
-        assert_eq!(a.authenticate(Some("test")), Ok(Identity::User("alice".into())));
+        assert_eq!(
+            a.authenticate(Some("test")),
+            Ok(Identity::User("alice".into()))
+        );
     }
 
     #[test]
@@ -201,14 +212,20 @@ mod tests {
         let id = a.authenticate(None).expect("anonymous");
         let route = a.route(&id, "echo").expect("echo");
         assert_eq!(route.next_hop, Config::default().builtin.listen);
-        assert_eq!(a.route(&id, "sip:+88212345@evil.example"), Err(Refusal::UnknownTarget));
+        assert_eq!(
+            a.route(&id, "sip:+88212345@evil.example"),
+            Err(Refusal::UnknownTarget)
+        );
     }
 
     #[test]
     fn user_may_dial_only_listed_targets() {
         let a = authority(WITH_USER);
         let id = Identity::User("alice".into());
-        assert_eq!(a.route(&id, "bob").expect("bob").request_uri, "sip:bob@127.0.0.1:5062");
+        assert_eq!(
+            a.route(&id, "bob").expect("bob").request_uri,
+            "sip:bob@127.0.0.1:5062"
+        );
         assert_eq!(a.route(&id, "carol"), Err(Refusal::TargetNotAllowed));
         assert_eq!(a.route(&id, "+882123"), Err(Refusal::UnknownTarget));
     }

@@ -187,15 +187,16 @@ fn dispatch(
     ua: &mut UserAgent,
     label: &'static str,
 ) {
-    let send = |calls: &mut HashMap<CallHandle, _>, call: CallHandle, ev: SipCallEvent, last: bool| {
-        let tx: Option<&mpsc::UnboundedSender<SipCallEvent>> = calls.get(&call);
-        if let Some(tx) = tx {
-            let _ = tx.send(ev);
-        }
-        if last {
-            calls.remove(&call);
-        }
-    };
+    let send =
+        |calls: &mut HashMap<CallHandle, _>, call: CallHandle, ev: SipCallEvent, last: bool| {
+            let tx: Option<&mpsc::UnboundedSender<SipCallEvent>> = calls.get(&call);
+            if let Some(tx) = tx {
+                let _ = tx.send(ev);
+            }
+            if last {
+                calls.remove(&call);
+            }
+        };
     match event {
         UaEvent::IncomingCall {
             call,
@@ -205,7 +206,8 @@ fn dispatch(
             sdp,
             source,
         } => {
-            metrics::counter!(m::SIP_REQUESTS_TOTAL, "method" => "INVITE", "direction" => "in").increment(1);
+            metrics::counter!(m::SIP_REQUESTS_TOTAL, "method" => "INVITE", "direction" => "in")
+                .increment(1);
             match incoming {
                 Some(tx) => {
                     let offered = IncomingCall {
@@ -223,13 +225,17 @@ fn dispatch(
                 None => ua.respond(Instant::now(), call, 480, None),
             }
         }
-        UaEvent::Progress { call, code, sdp } => send(calls, call, SipCallEvent::Progress { code, sdp }, false),
+        UaEvent::Progress { call, code, sdp } => {
+            send(calls, call, SipCallEvent::Progress { code, sdp }, false)
+        }
         UaEvent::Answered { call, sdp } => send(calls, call, SipCallEvent::Answered { sdp }, false),
         UaEvent::Confirmed { call } => send(calls, call, SipCallEvent::Confirmed, false),
         UaEvent::Failed { call, code, reason } => {
             send(calls, call, SipCallEvent::Failed { code, reason }, true);
         }
-        UaEvent::Ended { call, by_remote } => send(calls, call, SipCallEvent::Ended { by_remote }, true),
+        UaEvent::Ended { call, by_remote } => {
+            send(calls, call, SipCallEvent::Ended { by_remote }, true)
+        }
         UaEvent::ResponseReceived { code } => {
             metrics::counter!(m::SIP_RESPONSES_TOTAL, "code" => code.to_string(), "direction" => "in").increment(1);
         }

@@ -1,6 +1,7 @@
 //! Counts heap allocations on the pass-through media path: RTMP audio → RTP and RTP → client.
 //! A count, not a time: the hot path must not allocate per packet.
 #![allow(unsafe_code)]
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -128,7 +129,10 @@ fn client_audio_to_rtp_allocates_nothing_per_packet() {
         }
     });
     assert_eq!(sent, 1000, "every frame went out");
-    assert_eq!(allocs, 0, "allocations on the RTMP → RTP path for 990 packets ({allocs})");
+    assert_eq!(
+        allocs, 0,
+        "allocations on the RTMP → RTP path for 990 packets ({allocs})"
+    );
 }
 
 #[test]
@@ -163,7 +167,10 @@ fn rtp_to_client_allocates_nothing_per_packet() {
         }
     });
     assert_eq!(frames, 1000);
-    assert_eq!(allocs, 0, "allocations on the RTP → client path for 990 packets");
+    assert_eq!(
+        allocs, 0,
+        "allocations on the RTP → client path for 990 packets"
+    );
 }
 
 #[test]

@@ -43,16 +43,30 @@ pub enum ClientCommand {
 /// Something the driver must do.
 #[derive(Debug)]
 pub enum Output {
-    Rtp { dest: SocketAddr, header: [u8; 12], payload: Bytes },
-    RtpOwned { dest: SocketAddr, packet: Vec<u8> },
+    Rtp {
+        dest: SocketAddr,
+        header: [u8; 12],
+        payload: Bytes,
+    },
+    RtpOwned {
+        dest: SocketAddr,
+        packet: Vec<u8>,
+    },
     /// An RTCP compound packet: `packet[..len]`.
-    Rtcp { dest: SocketAddr, packet: [u8; RTCP_MAX], len: usize },
+    Rtcp {
+        dest: SocketAddr,
+        packet: [u8; RTCP_MAX],
+        len: usize,
+    },
     Client(ClientCommand),
     /// Hang up the SIP side (CANCEL or BYE, the SIP layer knows which).
     SipHangup,
     Dropped(DropReason),
     /// A packet forwarded (for metrics): leg, direction, bytes.
-    Forwarded { toward_sip: bool, bytes: usize },
+    Forwarded {
+        toward_sip: bool,
+        bytes: usize,
+    },
     /// The call is over; nothing more will come out.
     Finished,
 }
@@ -225,7 +239,8 @@ impl CallCore {
             self.apply_remote_sdp(body);
         }
         self.state = State::Early;
-        self.outputs.push_back(Output::Client(ClientCommand::Ringing { code }));
+        self.outputs
+            .push_back(Output::Client(ClientCommand::Ringing { code }));
     }
 
     /// SIP 2xx with the answer.
@@ -241,7 +256,8 @@ impl CallCore {
         self.state = State::Answered;
         self.answered_at = Some(now);
         self.last_rtp_at = Some(now);
-        self.outputs.push_back(Output::Client(ClientCommand::Answered));
+        self.outputs
+            .push_back(Output::Client(ClientCommand::Answered));
     }
 
     /// SIP final failure (after authentication handling).
@@ -333,7 +349,9 @@ impl CallCore {
             return;
         };
         let first = *self.first_client_ts.get_or_insert(frame.timestamp);
-        let ts = self.ts_offset.wrapping_add(frame.timestamp.wrapping_sub(first));
+        let ts = self
+            .ts_offset
+            .wrapping_add(frame.timestamp.wrapping_sub(first));
         let gap = self
             .last_sent_ts
             .map(|last| ts.wrapping_sub(last) > 8000 / 5)
@@ -397,7 +415,8 @@ impl CallCore {
             let repeats = if end { 3 } else { 1 };
             for _ in 0..repeats {
                 let mut packet = vec![0u8; 16];
-                if rtp::write_header(&mut packet[..12], pt, first, self.seq, ts, self.ssrc).is_err() {
+                if rtp::write_header(&mut packet[..12], pt, first, self.seq, ts, self.ssrc).is_err()
+                {
                     return;
                 }
                 packet[12] = code;
@@ -435,12 +454,15 @@ impl CallCore {
         self.update_recv_stats(now, &view);
         let pt = view.payload_type();
         let ts = view.timestamp();
-        if Some(pt) == self.remote_te_pt || (self.remote_te_pt.is_none() && pt == self.settings.telephone_event_pt) {
+        if Some(pt) == self.remote_te_pt
+            || (self.remote_te_pt.is_none() && pt == self.settings.telephone_event_pt)
+        {
             let payload = view.payload();
             if payload.len() >= 4 && payload[1] & 0x80 != 0 && self.last_dtmf_ts != Some(ts) {
                 self.last_dtmf_ts = Some(ts);
                 if let Some(c) = dtmf_char(payload[0]) {
-                    self.outputs.push_back(Output::Client(ClientCommand::Dtmf(c)));
+                    self.outputs
+                        .push_back(Output::Client(ClientCommand::Dtmf(c)));
                 }
             }
             return;
@@ -450,7 +472,8 @@ impl CallCore {
             return;
         };
         if pt != sip_pt {
-            self.outputs.push_back(Output::Dropped("unexpected_payload_type"));
+            self.outputs
+                .push_back(Output::Dropped("unexpected_payload_type"));
             return;
         }
         let range = view.payload_range();
@@ -473,7 +496,8 @@ impl CallCore {
             toward_sip: false,
             bytes: packet.len(),
         });
-        self.outputs.push_back(Output::Client(ClientCommand::Audio(frame)));
+        self.outputs
+            .push_back(Output::Client(ClientCommand::Audio(frame)));
     }
 
     fn update_recv_stats(&mut self, now: Instant, view: &rtp::RtpView<'_>) {
@@ -546,7 +570,9 @@ impl CallCore {
         };
         let dlsr = r
             .last_sr_at
-            .map(|at| (now.saturating_duration_since(at).as_micros() as u64 * 65536 / 1_000_000) as u32)
+            .map(|at| {
+                (now.saturating_duration_since(at).as_micros() as u64 * 65536 / 1_000_000) as u32
+            })
             .unwrap_or(0);
         Some(rtcp::ReportBlock {
             ssrc,
@@ -586,7 +612,11 @@ impl CallCore {
                     len += n;
                 }
             }
-            self.outputs.push_back(Output::Rtcp { dest, packet: buf, len });
+            self.outputs.push_back(Output::Rtcp {
+                dest,
+                packet: buf,
+                len,
+            });
         }
     }
 
@@ -622,7 +652,9 @@ impl CallCore {
             match self.pacer.poll(now) {
                 Some(Paced::Send(frame)) => self.send_frame(frame),
                 Some(Paced::DroppedLate) => self.outputs.push_back(Output::Dropped("late")),
-                Some(Paced::DroppedQueueFull) => self.outputs.push_back(Output::Dropped("queue_full")),
+                Some(Paced::DroppedQueueFull) => {
+                    self.outputs.push_back(Output::Dropped("queue_full"))
+                }
                 None => break,
             }
         }
@@ -631,8 +663,8 @@ impl CallCore {
         }
         if now >= self.rtcp_next {
             // Randomised interval (RFC 3550 §6.3.1): 0.5 … 1.5 × the nominal one.
-            let jitter = (xorshift(&mut self.rng) % 1000) as u64;
-            self.rtcp_next = now + RTCP_INTERVAL / 2 + RTCP_INTERVAL * jitter as u32 / 1000;
+            let jitter = xorshift(&mut self.rng) % 1000;
+            self.rtcp_next = now + RTCP_INTERVAL / 2 + RTCP_INTERVAL * (jitter as u32) / 1000;
             if self.state == State::Answered {
                 self.send_rtcp(now, wall);
             }

@@ -43,10 +43,18 @@ pub fn new_leg_id() -> LegId {
 
 #[derive(Debug)]
 enum Control {
-    Attach { leg: LegId, sink: Option<ClientSink> },
-    Detach { leg: LegId },
+    Attach {
+        leg: LegId,
+        sink: Option<ClientSink>,
+    },
+    Detach {
+        leg: LegId,
+    },
     Hangup,
-    Dtmf { digits: String, reply: mpsc::UnboundedSender<ClientCommand> },
+    Dtmf {
+        digits: String,
+        reply: mpsc::UnboundedSender<ClientCommand>,
+    },
     Shutdown,
 }
 
@@ -124,7 +132,12 @@ struct Context {
 }
 
 impl Calls {
-    pub fn new(config: Arc<Config>, sip: SipHandle, pool: Arc<PortPool>, authority: Authority) -> Calls {
+    pub fn new(
+        config: Arc<Config>,
+        sip: SipHandle,
+        pool: Arc<PortPool>,
+        authority: Authority,
+    ) -> Calls {
         let (done, _) = watch::channel(0);
         Calls {
             inner: Arc::new(Mutex::new(Registry {
@@ -169,7 +182,14 @@ impl Calls {
             return Err(JoinError::ShuttingDown);
         }
         if let Some(call) = reg.by_key.get(&key) {
-            if call.control.send(Control::Attach { leg, sink: sink.clone() }).is_ok() {
+            if call
+                .control
+                .send(Control::Attach {
+                    leg,
+                    sink: sink.clone(),
+                })
+                .is_ok()
+            {
                 return Ok(call.clone());
             }
             // The call task already ended; start afresh.
@@ -179,7 +199,9 @@ impl Calls {
             return Err(JoinError::TooManyCalls);
         }
         let user_calls = reg.per_user.get(identity).copied().unwrap_or(0);
-        if identity != &Identity::Anonymous && user_calls >= self.ctx.config.limits.max_calls_per_user {
+        if identity != &Identity::Anonymous
+            && user_calls >= self.ctx.config.limits.max_calls_per_user
+        {
             return Err(JoinError::TooManyCallsForUser);
         }
         let ports = self.ctx.pool.allocate().map_err(|_| JoinError::NoPorts)?;
@@ -240,7 +262,8 @@ impl Calls {
         for call in &calls {
             let _ = call.control.send(Control::Shutdown);
         }
-        let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|_| self.active() == 0)).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|_| self.active() == 0)).await;
     }
 }
 
@@ -305,7 +328,10 @@ impl CallTask {
         metrics::gauge!(m::CALLS_ACTIVE).increment(1.0);
         let sip = self.calls.ctx.sip.clone();
         let handle = sip.invite(self.outgoing(core.offer_sdp()), sip_tx).await;
-        info!(rtp_port = self.ports.rtp_port, "dialling {}", self.route.request_uri);
+        info!(
+            rtp_port = self.ports.rtp_port,
+            "dialling {}", self.route.request_uri
+        );
         let mut outcome = "failed";
         let mut rtp_buf = BytesMut::with_capacity(64 * 1024);
         let mut rtcp_buf = vec![0u8; 2048];
@@ -379,12 +405,19 @@ impl CallTask {
             }
             while let Some(out) = core.poll_output() {
                 match out {
-                    Output::Rtp { dest, header, payload } => send_rtp(&self.ports.rtp, dest, &header, &payload),
+                    Output::Rtp {
+                        dest,
+                        header,
+                        payload,
+                    } => send_rtp(&self.ports.rtp, dest, &header, &payload),
                     Output::RtpOwned { dest, packet } => {
                         let _ = self.ports.rtp.try_send_to(&packet, dest);
                     }
                     Output::Rtcp { dest, packet, len } => {
-                        let _ = self.ports.rtcp.try_send_to(packet.get(..len).unwrap_or_default(), dest);
+                        let _ = self
+                            .ports
+                            .rtcp
+                            .try_send_to(packet.get(..len).unwrap_or_default(), dest);
                     }
                     Output::Client(cmd) => self.to_clients(cmd),
                     Output::SipHangup => {
@@ -396,19 +429,25 @@ impl CallTask {
                         }
                     }
                     Output::Dropped(reason) => {
-                        metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => reason).increment(1);
+                        metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => reason)
+                            .increment(1);
                     }
                     Output::Forwarded { toward_sip, bytes } => {
                         if toward_sip {
                             metrics::counter!(m::PACKETS_TOTAL, "leg" => "rtp", "direction" => "out").increment(1);
-                            metrics::counter!(m::BYTES_TOTAL, "leg" => "rtp", "direction" => "out").increment(bytes as u64);
+                            metrics::counter!(m::BYTES_TOTAL, "leg" => "rtp", "direction" => "out")
+                                .increment(bytes as u64);
                         }
                     }
                     Output::Finished => finished = true,
                 }
             }
         }
-        info!(outcome, secs = started.elapsed().as_secs_f32(), "call ended");
+        info!(
+            outcome,
+            secs = started.elapsed().as_secs_f32(),
+            "call ended"
+        );
         metrics::counter!(m::CALLS_TOTAL, "outcome" => outcome).increment(1);
         metrics::gauge!(m::CALLS_ACTIVE).decrement(1.0);
         self.calls.finished(&self.key, self.id);
@@ -426,7 +465,8 @@ impl CallTask {
             match &cmd {
                 ClientCommand::Audio(frame) => {
                     if sink.audio.try_send(frame.clone()).is_err() {
-                        metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "client_behind").increment(1);
+                        metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "client_behind")
+                            .increment(1);
                     }
                 }
                 other => {
@@ -466,4 +506,3 @@ fn send_rtp(socket: &UdpSocket, dest: SocketAddr, header: &[u8], payload: &[u8])
         }
     }
 }
-

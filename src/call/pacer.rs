@@ -161,8 +161,14 @@ mod tests {
         }
         assert_eq!(drain(&mut p, t0).0, vec![0]);
         assert_eq!(p.poll_timeout(), Some(t0 + Duration::from_millis(20)));
-        assert_eq!(drain(&mut p, t0 + Duration::from_millis(45)).0, vec![160, 320]);
-        assert_eq!(drain(&mut p, t0 + Duration::from_millis(80)).0, vec![480, 640]);
+        assert_eq!(
+            drain(&mut p, t0 + Duration::from_millis(45)).0,
+            vec![160, 320]
+        );
+        assert_eq!(
+            drain(&mut p, t0 + Duration::from_millis(80)).0,
+            vec![480, 640]
+        );
         assert!(p.is_empty());
     }
 
@@ -179,7 +185,7 @@ mod tests {
         }
         let (sent, late) = drain(&mut p, now);
         // Frames due more than 200 ms ago are dropped; those within the bound go out now.
-        assert!(late >= 138 && late <= 141, "late {late}");
+        assert!((138..=141).contains(&late), "late {late}");
         assert_eq!(sent.len() + late, 150);
         // What remains to send is never more than 200 ms behind.
         assert!(sent.iter().all(|ts| *ts >= (150 - 11) * 160), "{sent:?}");

@@ -137,7 +137,10 @@ impl Connection {
             if inbuf.capacity() - inbuf.len() < 4096 {
                 inbuf.reserve(16 * 1024);
             }
-            let wake = session.poll_timeout().map(|t| t.min(last_input + idle)).unwrap_or(last_input + idle);
+            let wake = session
+                .poll_timeout()
+                .map(|t| t.min(last_input + idle))
+                .unwrap_or(last_input + idle);
             tokio::select! {
                 r = stream.read_buf(&mut inbuf) => match r {
                     Ok(0) => {
@@ -201,9 +204,8 @@ impl Connection {
     fn refuse(&mut self, session: &mut RtmpServerSession, stream_id: Option<u32>, why: Refusal) {
         warn!(peer = %self.peer, reason = why.label(), "rtmp client refused");
         metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => why.label()).increment(1);
-        match stream_id {
-            Some(id) => session.reject_stream(id, "NetStream.Publish.Forbidden", why.description()),
-            None => {}
+        if let Some(id) = stream_id {
+            session.reject_stream(id, "NetStream.Publish.Forbidden", why.description());
         }
         session.reject_connect("NetConnection.Connect.Rejected", why.description());
         self.close_after_flush = true;
@@ -223,33 +225,53 @@ impl Connection {
                     None => session.accept_connect(),
                 }
             }
-            RtmpEvent::Publish { stream_id, name, token } => {
+            RtmpEvent::Publish {
+                stream_id,
+                name,
+                token,
+            } => {
                 if let Some(call) = self.join(session, stream_id, &name, token.as_deref(), true) {
                     let _ = call;
                     session.accept_publish(stream_id);
                 }
             }
-            RtmpEvent::Play { stream_id, name, token } => {
-                if self.join(session, stream_id, &name, token.as_deref(), false).is_some() {
+            RtmpEvent::Play {
+                stream_id,
+                name,
+                token,
+            } => {
+                if self
+                    .join(session, stream_id, &name, token.as_deref(), false)
+                    .is_some()
+                {
                     self.play_streams.push((stream_id, name));
                     session.accept_play(stream_id);
                 }
             }
-            RtmpEvent::Unpublish { stream_id } | RtmpEvent::StopPlay { stream_id } | RtmpEvent::DeleteStream { stream_id } => {
+            RtmpEvent::Unpublish { stream_id }
+            | RtmpEvent::StopPlay { stream_id }
+            | RtmpEvent::DeleteStream { stream_id } => {
                 self.play_streams.retain(|(id, _)| *id != stream_id);
                 if let Some(att) = self.streams.remove(&stream_id) {
                     att.call.detach(att.leg);
                 }
             }
-            RtmpEvent::Audio { stream_id, timestamp, tag_header, payload } => {
+            RtmpEvent::Audio {
+                stream_id,
+                timestamp,
+                tag_header,
+                payload,
+            } => {
                 let Some(att) = self.streams.get(&stream_id) else {
                     metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "no_call").increment(1);
                     return;
                 };
-                metrics::counter!(m::PACKETS_TOTAL, "leg" => TRANSPORT, "direction" => "in").increment(1);
+                metrics::counter!(m::PACKETS_TOTAL, "leg" => TRANSPORT, "direction" => "in")
+                    .increment(1);
                 let format = tag_header >> 4;
                 let Some(codec) = Codec::from_flv_sound_format(format) else {
-                    metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "unsupported_codec").increment(1);
+                    metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "unsupported_codec")
+                        .increment(1);
                     if self.warned_format != Some(format) {
                         self.warned_format = Some(format);
                         let text = format!(
@@ -268,13 +290,13 @@ impl Connection {
                     payload,
                 };
                 if !att.call.audio(frame) {
-                    metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "call_busy").increment(1);
+                    metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "call_busy")
+                        .increment(1);
                 }
             }
             RtmpEvent::Call { target } => {
-                if self.join(session, 0, &target, None, false).is_none() {
-                    return;
-                }
+                // Success is reported by the call itself (onRinging/onAnswered/onHangup).
+                let _ = self.join(session, 0, &target, None, false);
             }
             RtmpEvent::Hangup => {
                 for (call, _) in self.calls.values() {
@@ -282,12 +304,10 @@ impl Connection {
                 }
             }
             RtmpEvent::Answer => session.send_error("no incoming call to answer"),
-            RtmpEvent::Dtmf { digits } => {
-                match self.calls.values().next() {
-                    Some((call, _)) => call.dtmf(digits, self.sink_control.clone()),
-                    None => session.send_error("dtmf: no call in progress"),
-                }
-            }
+            RtmpEvent::Dtmf { digits } => match self.calls.values().next() {
+                Some((call, _)) => call.dtmf(digits, self.sink_control.clone()),
+                None => session.send_error("dtmf: no call in progress"),
+            },
         }
     }
 
@@ -315,7 +335,9 @@ impl Connection {
                 warn!(peer = %self.peer, user = identity.name(), %target, reason = why.label(), "dial refused");
                 metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => why.label()).increment(1);
                 match stream {
-                    Some(id) => session.reject_stream(id, "NetStream.Publish.Forbidden", why.description()),
+                    Some(id) => {
+                        session.reject_stream(id, "NetStream.Publish.Forbidden", why.description())
+                    }
                     None => session.send_error(why.description()),
                 }
                 return None;
@@ -327,7 +349,10 @@ impl Connection {
         match self.shared.calls.join(&identity, &route, leg, Some(sink)) {
             Ok(call) => {
                 let _ = publishing;
-                let entry = self.calls.entry(target.to_string()).or_insert_with(|| (call.clone(), Vec::new()));
+                let entry = self
+                    .calls
+                    .entry(target.to_string())
+                    .or_insert_with(|| (call.clone(), Vec::new()));
                 entry.1.push(leg);
                 if let Some(id) = stream {
                     self.streams.insert(
@@ -361,7 +386,8 @@ impl Connection {
         let ms = frame.timestamp / 8;
         for (stream_id, _) in &self.play_streams {
             session.send_audio(*stream_id, ms, tag, &frame.payload);
-            metrics::counter!(m::PACKETS_TOTAL, "leg" => TRANSPORT, "direction" => "out").increment(1);
+            metrics::counter!(m::PACKETS_TOTAL, "leg" => TRANSPORT, "direction" => "out")
+                .increment(1);
         }
     }
 
@@ -380,7 +406,10 @@ impl Connection {
                 info!(code, %reason, "call ended; telling the client");
                 session.send_command(
                     "onHangup",
-                    &[Amf0Value::Number(f64::from(code)), Amf0Value::String(&reason)],
+                    &[
+                        Amf0Value::Number(f64::from(code)),
+                        Amf0Value::String(&reason),
+                    ],
                 );
                 let by_stream = self.streams.values().any(|a| a.by_stream);
                 for (id, _) in &self.play_streams {
@@ -421,7 +450,9 @@ async fn recv_opt(rx: &mut Option<mpsc::Receiver<MediaFrame>>) -> Option<MediaFr
     }
 }
 
-async fn recv_opt_unbounded(rx: &mut Option<mpsc::UnboundedReceiver<ClientCommand>>) -> Option<ClientCommand> {
+async fn recv_opt_unbounded(
+    rx: &mut Option<mpsc::UnboundedReceiver<ClientCommand>>,
+) -> Option<ClientCommand> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
