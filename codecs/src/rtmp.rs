@@ -17,7 +17,9 @@
 //! the (checked) declared length. Declared lengths, chunk streams and reassembly bytes are capped
 //! by [`ChunkLimits`] (HOSTILE-INPUTS row 1).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::BufMut;
+/// Re-exported so users (the fuzz crate, drivers) need no direct `bytes` dependency.
+pub use bytes::{Bytes, BytesMut};
 
 /// RTMP message type ids (spec sections 5.4, 6.2, 7.1).
 pub mod message_type {

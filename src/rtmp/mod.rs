@@ -238,6 +238,8 @@ enum StreamState {
 struct Stream {
     id: u32,
     state: StreamState,
+    /// Whether the play-stream `onMetaData` went out (see `send_audio`).
+    meta_sent: bool,
 }
 
 /// A sans-IO RTMP server session for one TCP connection. See the module docs.
@@ -528,6 +530,7 @@ impl RtmpServerSession {
         };
         let name = name.clone();
         s.state = StreamState::Playing(name.clone());
+        s.meta_sent = false;
         self.user_control(user_control::STREAM_BEGIN, stream_id);
         let desc = format!("Playing {name}.");
         self.on_status(stream_id, "status", "NetStream.Play.Reset", &desc);
@@ -561,6 +564,11 @@ impl RtmpServerSession {
 
     /// Sends one audio message (FLV tag header byte + body) on a playing stream. Returns false
     /// (and counts it) when the stream is not playing or unpolled output exceeds the cap.
+    ///
+    /// The first audio message of a play stream is followed by an `onMetaData` naming the
+    /// audio codec and carrying `videocodecid` as an empty object: ffmpeg's FLV demuxer treats
+    /// that as "no video" and stops waiting for a video stream (otherwise an audio-only live
+    /// stream stalls `avformat_find_stream_info` for up to 90 s of media).
     pub fn send_audio(
         &mut self,
         stream_id: u32,
@@ -568,14 +576,20 @@ impl RtmpServerSession {
         tag_header: u8,
         payload: &[u8],
     ) -> bool {
-        let playing = self
+        let Some(stream) = self
             .streams
-            .iter()
-            .any(|s| s.id == stream_id && matches!(s.state, StreamState::Playing(_)));
-        if !playing || self.closing || self.out.len() > self.config.max_output_bytes {
+            .iter_mut()
+            .find(|s| s.id == stream_id && matches!(s.state, StreamState::Playing(_)))
+        else {
+            self.stats.audio_out_dropped += 1;
+            return false;
+        };
+        if self.closing || self.out.len() > self.config.max_output_bytes {
             self.stats.audio_out_dropped += 1;
             return false;
         }
+        let first = !stream.meta_sent;
+        stream.meta_sent = true;
         self.write(
             CSID_AUDIO,
             message_type::AUDIO,
@@ -583,7 +597,33 @@ impl RtmpServerSession {
             timestamp_ms,
             &[&[tag_header], payload],
         );
+        if first {
+            let format = tag_header >> 4;
+            let mut meta = vec![("audiocodecid", Amf0Value::Number(f64::from(format)))];
+            if format == 7 || format == 8 {
+                meta.push(("audiosamplerate", Amf0Value::Number(8000.0)));
+            }
+            meta.push(("videocodecid", Amf0Value::Object(Vec::new())));
+            self.send_data(
+                stream_id,
+                &[Amf0Value::String("onMetaData"), Amf0Value::EcmaArray(meta)],
+            );
+        }
         true
+    }
+
+    /// Sends an AMF0 data message on a message stream, e.g. `onMetaData` with an ECMA array
+    /// (`audiocodecid`, `audiosamplerate`, ...) before the first audio of a play stream.
+    pub fn send_data(&mut self, stream_id: u32, values: &[Amf0Value<'_>]) {
+        let mut data = Vec::with_capacity(128);
+        amf0::encode_all(values, &mut data);
+        self.write(
+            CSID_STREAM_COMMAND,
+            message_type::DATA_AMF0,
+            stream_id,
+            0,
+            &[&data],
+        );
     }
 
     /// Sends a NetConnection command (transaction id 0, null command object), e.g.
@@ -725,6 +765,7 @@ impl RtmpServerSession {
                     self.streams.push(Stream {
                         id,
                         state: StreamState::Idle,
+                        meta_sent: false,
                     });
                     self.command(
                         0,

@@ -310,6 +310,13 @@ fn play_gets_play_start_and_audio_we_send_decodes_on_the_client() {
         })
         .collect();
     assert_eq!(audio.len(), 5);
+    // The first audio is followed by an audio-only onMetaData (for ffmpeg's FLV demuxer).
+    let metas = p
+        .client_events
+        .iter()
+        .filter(|e| matches!(e, ClientSessionEvent::StreamMetadataReceived { .. }))
+        .count();
+    assert_eq!(metas, 1);
     for (i, (ts, data)) in audio.iter().enumerate() {
         assert_eq!(*ts, i as u32 * 20);
         assert_eq!(data[0], 0x82);
