@@ -40,7 +40,11 @@ fn parse(c: &mut Criterion) {
     g.bench_function("sip_invite", |b| {
         b.iter(|| {
             let m = sip::Message::parse(black_box(&msg)).expect("parses");
-            black_box((m.call_id().ok(), m.cseq().ok(), m.top_via().ok().and_then(|v| v.branch())));
+            black_box((
+                m.call_id().ok(),
+                m.cseq().ok(),
+                m.top_via().ok().and_then(|v| v.branch()),
+            ));
         })
     });
     g.bench_function("sdp_offer", |b| {
