@@ -249,8 +249,8 @@ impl CallCore {
             return;
         }
         if !self.apply_remote_sdp(sdp) {
-            self.end(488, "no common audio codec in the answer");
             self.outputs.push_back(Output::SipHangup);
+            self.end(488, "no common audio codec in the answer");
             return;
         }
         self.state = State::Answered;
@@ -744,5 +744,357 @@ pub fn dtmf_char(code: u8) -> Option<char> {
         11 => Some('#'),
         12..=15 => Some((b'A' + code - 12) as char),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    const PEER: &str = "127.0.0.1:40000";
+
+    fn settings() -> CallSettings {
+        CallSettings {
+            rtp_ip: "127.0.0.1".parse().unwrap(),
+            rtp_port: 30000,
+            ptime: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+            inactivity_timeout: Duration::from_secs(5),
+            ring_timeout: Duration::from_secs(10),
+            telephone_event_pt: 101,
+            seed: 42,
+        }
+    }
+
+    fn answer(codecs: &str) -> Vec<u8> {
+        format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio 40000 RTP/AVP {codecs}\r\na=rtpmap:101 telephone-event/8000\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn drain(core: &mut CallCore) -> Vec<Output> {
+        std::iter::from_fn(|| core.poll_output()).collect()
+    }
+
+    fn rtp(seq: u16, ts: u32, pt: u8, payload: &[u8]) -> Bytes {
+        let mut p = vec![0x80, pt];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&0xABCD_0001u32.to_be_bytes());
+        p.extend_from_slice(payload);
+        Bytes::from(p)
+    }
+
+    fn frame(ts: u32, byte: u8, len: usize) -> MediaFrame {
+        MediaFrame {
+            codec: Codec::Pcmu,
+            timestamp: ts,
+            marker: false,
+            payload: Bytes::from(vec![byte; len]),
+        }
+    }
+
+    #[test]
+    fn offer_lists_g711_and_telephone_event_at_our_port() {
+        let core = CallCore::new(Instant::now(), settings());
+        let offer = core.offer_sdp();
+        let desc = sdp::SessionDescription::parse(&offer).expect("offer parses");
+        let audio = desc.first_audio().expect("audio");
+        assert_eq!(audio.port, 30000);
+        assert_eq!(audio.payload_type_for("PCMU", 8000), Some(0));
+        assert_eq!(audio.payload_type_for("PCMA", 8000), Some(8));
+        assert_eq!(audio.payload_type_for("telephone-event", 8000), Some(101));
+    }
+
+    #[test]
+    fn client_audio_is_split_into_ptime_packets_paced_at_20ms() {
+        let t0 = Instant::now();
+        let mut core = CallCore::new(t0, settings());
+        core.sip_answered(t0, &answer("0 101"));
+        drain(&mut core);
+        // 1024 bytes = 128 ms, as ffmpeg sends: 6 packets of 160 and one of 64.
+        core.client_audio(t0, frame(0, 0x55, 1024));
+        let mut sizes = Vec::new();
+        let mut stamps = Vec::new();
+        for ms in (0..=140).step_by(10) {
+            core.handle_timeout(t0 + Duration::from_millis(ms), SystemTime::UNIX_EPOCH);
+            for out in drain(&mut core) {
+                if let Output::Rtp {
+                    header,
+                    payload,
+                    dest,
+                } = out
+                {
+                    assert_eq!(dest, PEER.parse().unwrap());
+                    let view = rtp::RtpView::parse(&header).expect("header");
+                    stamps.push((ms, view.timestamp(), view.sequence()));
+                    sizes.push(payload.len());
+                }
+            }
+        }
+        assert_eq!(sizes, vec![160, 160, 160, 160, 160, 160, 64]);
+        // One packet per 20 ms, timestamps +160, sequence +1.
+        for w in stamps.windows(2) {
+            assert_eq!(w[1].0 - w[0].0, 20);
+            assert_eq!(w[1].1.wrapping_sub(w[0].1), 160);
+            assert_eq!(w[1].2.wrapping_sub(w[0].2), 1);
+        }
+    }
+
+    #[test]
+    fn mulaw_from_the_client_is_converted_when_the_far_end_chose_alaw() {
+        let t0 = Instant::now();
+        let mut core = CallCore::new(t0, settings());
+        core.sip_answered(t0, &answer("8"));
+        drain(&mut core);
+        core.client_audio(t0, frame(0, 0xFF, 160));
+        core.handle_timeout(t0, SystemTime::UNIX_EPOCH);
+        let packet = drain(&mut core)
+            .into_iter()
+            .find_map(|o| match o {
+                Output::RtpOwned { packet, .. } => Some(packet),
+                _ => None,
+            })
+            .expect("converted packet");
+        let view = rtp::RtpView::parse(&packet).expect("rtp");
+        assert_eq!(view.payload_type(), 8);
+        assert!(view
+            .payload()
+            .iter()
+            .all(|b| *b == g711::ulaw_to_alaw(0xFF)));
+    }
+
+    #[test]
+    fn rtp_from_another_address_is_dropped() {
+        let t0 = Instant::now();
+        let mut core = CallCore::new(t0, settings());
+        core.sip_answered(t0, &answer("0"));
+        drain(&mut core);
+        core.rtp_received(
+            t0,
+            "127.0.0.2:40000".parse().unwrap(),
+            rtp(1, 160, 0, &[0xFF; 160]),
+        );
+        core.rtp_received(
+            t0,
+            "127.0.0.1:40001".parse().unwrap(),
+            rtp(1, 160, 0, &[0xFF; 160]),
+        );
+        let outs = drain(&mut core);
+        assert_eq!(outs.len(), 2);
+        assert!(outs
+            .iter()
+            .all(|o| matches!(o, Output::Dropped("wrong_source"))));
+    }
+
+    #[test]
+    fn rtp_from_the_sdp_address_reaches_the_client_as_a_slice() {
+        let t0 = Instant::now();
+        let mut core = CallCore::new(t0, settings());
+        core.sip_answered(t0, &answer("0"));
+        drain(&mut core);
+        let packet = rtp(7, 1000, 0, &[0x12; 160]);
+        let base = packet.as_ptr() as usize;
+        core.rtp_received(t0, PEER.parse().unwrap(), packet);
+        let frame = drain(&mut core)
+            .into_iter()
+            .find_map(|o| match o {
+                Output::Client(ClientCommand::Audio(f)) => Some(f),
+                _ => None,
+            })
+            .expect("audio to client");
+        assert_eq!(frame.payload.len(), 160);
+        assert_eq!(
+            frame.payload.as_ptr() as usize,
+            base + 12,
+            "payload is a slice, not a copy"
+        );
+    }
+
+    #[test]
+    fn malformed_rtp_is_counted_and_the_call_goes_on() {
+        let t0 = Instant::now();
+        let mut core = CallCore::new(t0, settings());
+        core.sip_answered(t0, &answer("0"));
+        drain(&mut core);
+        // X=1 with an extension length running past the packet (HOSTILE-INPUTS row 5).
+        let bad = Bytes::from_static(&[
+            0x90, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0xBE, 0xDE, 0xFF, 0xFF, 0, 0, 0, 0,
+        ]);
+        core.rtp_received(t0, PEER.parse().unwrap(), bad);
+        assert!(matches!(
+            drain(&mut core).as_slice(),
+            [Output::Dropped("malformed")]
+        ));
+        core.rtp_received(t0, PEER.parse().unwrap(), rtp(1, 160, 0, &[0xFF; 160]));
+        assert!(drain(&mut core)
+            .iter()
+            .any(|o| matches!(o, Output::Client(ClientCommand::Audio(_)))));
+    }
+
+    #[test]
+    fn dtmf_goes_out_as_rfc4733_events_with_three_end_packets() {
+        let t0 = Instant::now();
+        let mut core = CallCore::new(t0, settings());
+        core.sip_answered(t0, &answer("0 101"));
+        drain(&mut core);
+        core.client_dtmf(t0, "5")
+            .expect("telephone-event negotiated");
+        core.handle_timeout(t0, SystemTime::UNIX_EPOCH);
+        let events: Vec<Vec<u8>> = drain(&mut core)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::RtpOwned { packet, .. } => Some(packet),
+                _ => None,
+            })
+            .collect();
+        assert!(events.len() >= 4);
+        let first = rtp::RtpView::parse(&events[0]).expect("rtp");
+        assert!(first.marker());
+        assert_eq!(first.payload_type(), 101);
+        assert_eq!(first.payload()[0], 5);
+        let ends = events.iter().filter(|p| p[13] & 0x80 != 0).count();
+        assert_eq!(ends, 3);
+        let ts: Vec<u32> = events
+            .iter()
+            .map(|p| rtp::RtpView::parse(p).expect("rtp").timestamp())
+            .collect();
+        assert!(ts.iter().all(|t| *t == ts[0]), "one event, one timestamp");
+    }
+
+    #[test]
+    fn dtmf_without_telephone_event_is_refused() {
+        let t0 = Instant::now();
+        let mut core = CallCore::new(t0, settings());
+        let plain = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
+        core.sip_answered(t0, plain);
+        assert!(core.client_dtmf(t0, "1").is_err());
+    }
+
+    #[test]
+    fn dtmf_from_the_network_reaches_the_client_once() {
+        let t0 = Instant::now();
+        let mut core = CallCore::new(t0, settings());
+        core.sip_answered(t0, &answer("0 101"));
+        drain(&mut core);
+        for (seq, end) in [(1u16, false), (2, true), (3, true), (4, true)] {
+            let flags = if end { 0x80 | 10 } else { 10 };
+            core.rtp_received(
+                t0,
+                PEER.parse().unwrap(),
+                rtp(seq, 8000, 101, &[11, flags, 0, 160]),
+            );
+        }
+        let digits: Vec<char> = drain(&mut core)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Client(ClientCommand::Dtmf(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(digits, vec!['#']);
+    }
+
+    #[test]
+    fn answer_without_a_common_codec_ends_the_call_with_488() {
+        let t0 = Instant::now();
+        let mut core = CallCore::new(t0, settings());
+        core.sip_answered(t0, &answer("9"));
+        let outs = drain(&mut core);
+        assert!(outs
+            .iter()
+            .any(|o| matches!(o, Output::Client(ClientCommand::Ended { code: 488, .. }))));
+        assert!(outs.iter().any(|o| matches!(o, Output::SipHangup)));
+        assert!(matches!(outs.last(), Some(Output::Finished)));
+    }
+
+    #[test]
+    fn silence_from_the_far_end_hangs_up_after_the_inactivity_timeout() {
+        let t0 = Instant::now();
+        let mut core = CallCore::new(t0, settings());
+        core.sip_answered(t0, &answer("0"));
+        drain(&mut core);
+        let wake = core.poll_timeout().expect("timer");
+        assert!(wake <= t0 + Duration::from_secs(5));
+        core.handle_timeout(t0 + Duration::from_secs(5), SystemTime::UNIX_EPOCH);
+        let outs = drain(&mut core);
+        assert!(outs.iter().any(|o| matches!(o, Output::SipHangup)));
+        assert!(outs
+            .iter()
+            .any(|o| matches!(o, Output::Client(ClientCommand::Ended { code: 408, .. }))));
+    }
+
+    #[test]
+    fn no_answer_within_the_ring_timeout_cancels_with_480() {
+        let t0 = Instant::now();
+        let mut core = CallCore::new(t0, settings());
+        core.sip_progress(t0, 180, None);
+        assert!(matches!(
+            drain(&mut core).as_slice(),
+            [Output::Client(ClientCommand::Ringing { code: 180 })]
+        ));
+        core.handle_timeout(t0 + Duration::from_secs(10), SystemTime::UNIX_EPOCH);
+        let outs = drain(&mut core);
+        assert!(outs.iter().any(|o| matches!(o, Output::SipHangup)));
+        assert!(outs
+            .iter()
+            .any(|o| matches!(o, Output::Client(ClientCommand::Ended { code: 480, .. }))));
+    }
+
+    #[test]
+    fn sip_failure_reaches_the_client_with_its_code() {
+        let t0 = Instant::now();
+        let mut core = CallCore::new(t0, settings());
+        core.sip_failed(486, "Busy Here");
+        let outs = drain(&mut core);
+        assert!(matches!(
+            outs.first(),
+            Some(Output::Client(ClientCommand::Ended { code: 486, reason })) if reason == "Busy Here"
+        ));
+        assert!(
+            !outs.iter().any(|o| matches!(o, Output::SipHangup)),
+            "nothing to hang up"
+        );
+    }
+
+    #[test]
+    fn rtcp_sender_report_goes_to_the_rtcp_port_after_the_interval() {
+        let t0 = Instant::now();
+        let mut core = CallCore::new(t0, settings());
+        core.sip_answered(t0, &answer("0"));
+        drain(&mut core);
+        core.rtp_received(t0, PEER.parse().unwrap(), rtp(1, 160, 0, &[0xFF; 160]));
+        core.client_audio(t0, frame(0, 0xFF, 160));
+        let mut report = None;
+        for s in 0..=8 {
+            let now = t0 + Duration::from_secs(s);
+            core.rtp_received(
+                now,
+                PEER.parse().unwrap(),
+                rtp(2 + s as u16, 160, 0, &[0xFF; 160]),
+            );
+            core.handle_timeout(now, SystemTime::now());
+            for o in drain(&mut core) {
+                if let Output::Rtcp { dest, packet, len } = o {
+                    report = Some((dest, packet[..len].to_vec()));
+                }
+            }
+        }
+        let (dest, packet) = report.expect("an RTCP report within 8 s");
+        assert_eq!(dest, "127.0.0.1:40001".parse().unwrap());
+        let first = rtcp::walk(&packet)
+            .next()
+            .expect("a packet")
+            .expect("valid");
+        match first {
+            rtcp::RtcpPacket::SenderReport(sr) => {
+                assert_eq!(sr.packet_count, 1);
+                assert_eq!(sr.blocks.len(), 1);
+            }
+            other => panic!("expected SR, got {other:?}"),
+        }
     }
 }
