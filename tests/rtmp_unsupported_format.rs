@@ -1,0 +1,85 @@
+//! A stock RTMP client publishing a codec we do not carry yet (AAC, ffmpeg's default) gets an
+//! `_error` naming the format, and skybridge logs it with the peer address and counts it.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::procs::{free_port_block, free_tcp_port, free_udp_port, wait_until, Child, TestDir};
+
+#[test]
+fn aac_publish_gets_an_error_naming_the_format() {
+    let dir = TestDir::new("unsupported_format");
+    let rtmp = free_tcp_port();
+    let http = free_tcp_port();
+    let rtp = free_port_block(20);
+    let config = dir.path().join("skybridge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[rtmp]\nlisten = \"127.0.0.1:{rtmp}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n\
+             [sip]\nlisten = \"127.0.0.1:{}\"\n[builtin]\nlisten = \"127.0.0.1:{}\"\n\
+             [rtp]\nport_min = {}\nport_max = {}\n",
+            free_udp_port(),
+            free_udp_port(),
+            rtp + rtp % 2,
+            rtp + 18
+        ),
+    )
+    .expect("write config");
+    let relay = Child::spawn(
+        "skybridge",
+        Command::new(env!("CARGO_BIN_EXE_skybridge"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info"),
+        dir.path(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            rtmp
+        ))
+        .is_ok()),
+        "relay did not start: {}",
+        relay.tails(2000)
+    );
+    let mut ffmpeg = Child::spawn(
+        "ffmpeg",
+        Command::new("ffmpeg").args([
+            "-hide_banner",
+            "-nostdin",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=f=1000:d=3",
+            "-c:a",
+            "aac",
+            "-f",
+            "flv",
+            &format!("rtmp://127.0.0.1:{rtmp}/call/echo"),
+        ]),
+        dir.path(),
+    );
+    let status = ffmpeg
+        .wait_timeout(Duration::from_secs(15))
+        .expect("ffmpeg ends");
+    assert!(!status.success(), "ffmpeg should fail on the server error");
+    let said = ffmpeg.stderr_text();
+    assert!(
+        said.contains("Server error: unsupported audio format aac"),
+        "ffmpeg did not report our _error: {}",
+        ffmpeg.tails(2000)
+    );
+    let logged = wait_until(Duration::from_secs(5), || {
+        let log = relay.stderr_text();
+        log.contains("unsupported audio format aac") && log.contains("peer=127.0.0.1:")
+    });
+    assert!(
+        logged,
+        "no log line naming the format and peer: {}",
+        relay.tails(3000)
+    );
+}
