@@ -11,4 +11,6 @@ pub mod baresip;
 pub mod ffmpeg;
 pub mod kamailio;
 pub mod procs;
+pub mod rtmp_client;
 pub mod sipp;
+pub mod skybridge;
