@@ -11,4 +11,5 @@ pub mod baresip;
 pub mod ffmpeg;
 pub mod kamailio;
 pub mod procs;
+pub mod relay;
 pub mod sipp;
