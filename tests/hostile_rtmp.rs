@@ -181,7 +181,7 @@ impl RtmpClient {
                 .unwrap();
             match self.stream.read(&mut buf) {
                 Ok(0) => self.closed = true,
-                Ok(n) => self.input(&buf[..n].to_vec()),
+                Ok(n) => self.input(&buf[..n]),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(_) => self.closed = true,
             }
