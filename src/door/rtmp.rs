@@ -152,7 +152,7 @@ impl Connection {
                         metrics::counter!(m::BYTES_TOTAL, "leg" => TRANSPORT, "direction" => "in").increment(n as u64);
                         if let Err(e) = session.handle_input(Instant::now(), &mut inbuf) {
                             warn!(peer = %self.peer, error = %e, "rtmp protocol error; closing");
-                            metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => "protocol_error").increment(1);
+                            metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => e.reason()).increment(1);
                             flush(&mut session, &mut stream).await;
                             return;
                         }
@@ -172,7 +172,7 @@ impl Connection {
                     }
                     if let Err(e) = session.handle_timeout(now) {
                         warn!(peer = %self.peer, error = %e, "rtmp deadline passed; closing");
-                        metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => "deadline").increment(1);
+                        metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => e.reason()).increment(1);
                         return;
                     }
                 }

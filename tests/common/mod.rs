@@ -11,6 +11,7 @@ pub mod baresip;
 pub mod ffmpeg;
 pub mod kamailio;
 pub mod procs;
+pub mod relay;
 pub mod rtmp_client;
 pub mod sipp;
 pub mod skybridge;
