@@ -1071,6 +1071,20 @@ impl UserAgent {
             });
             return;
         };
+        // A response must come from where the request went: anyone else who learnt the branch
+        // (another host on an allowed IP, a neighbour port) could otherwise end or steer our
+        // transactions. Such responses are dropped, not treated as final.
+        if self
+            .clients
+            .get(&id)
+            .is_some_and(|e| e.tx.destination != source)
+        {
+            self.event(UaEvent::Dropped {
+                source,
+                reason: "response from unexpected address",
+            });
+            return;
+        }
         self.event(UaEvent::ResponseReceived { code });
         let Some(e) = self.clients.get_mut(&id) else {
             return;

@@ -782,10 +782,12 @@ fn challenge_from_another_address_is_not_answered() {
     );
     assert!(out.iter().all(|t| !text(t).contains("Authorization")));
     assert!(out.iter().all(|t| !first_line(t).starts_with("INVITE")));
+    // Dropped, not answered and not final: a stranger cannot end our call either.
     assert!(matches!(
         &events(&mut a)[..],
-        [UaEvent::Failed { code: 401, reason, .. }] if reason.contains("unexpected address")
+        [UaEvent::Dropped { reason, .. }] if reason.contains("unexpected address")
     ));
+    assert_eq!(a.active_calls(), 1, "the call is still being set up");
 }
 
 #[test]
