@@ -90,8 +90,14 @@ pub struct SipConfig {
     pub t2_ms: u64,
     /// RFC 3261 T4 in milliseconds.
     pub t4_ms: u64,
-    /// Seconds to wait for an answer before hanging up (CANCEL).
+    /// Seconds to wait for an answer before hanging up (CANCEL) — and for a client to answer
+    /// an inbound call before it gets 480.
     pub ring_timeout_secs: u64,
+    /// Registrar where signed-in users are registered (REGISTER with their credentials) so
+    /// inbound calls reach them. None: no registration.
+    pub registrar: Option<SocketAddr>,
+    /// Expiry asked for in REGISTER (seconds); refreshed before it runs out.
+    pub register_expires_secs: u32,
     pub user_agent: String,
 }
 
@@ -107,6 +113,8 @@ impl Default for SipConfig {
             t2_ms: 4000,
             t4_ms: 5000,
             ring_timeout_secs: 60,
+            registrar: None,
+            register_expires_secs: 600,
             user_agent: concat!("skybridge/", env!("CARGO_PKG_VERSION")).into(),
         }
     }

@@ -14,7 +14,15 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, trace, warn};
 
 use crate::ops::metrics as m;
-use crate::sip::{CallHandle, OutgoingCall, UaEvent, UserAgent};
+use crate::sip::{CallHandle, OutgoingCall, RegHandle, Registration, UaEvent, UserAgent};
+
+/// What the SIP side tells the owner of a registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistrationEvent {
+    Registered { expires: u32 },
+    Failed { code: u16, reason: String },
+    Unregistered,
+}
 
 /// What the SIP side tells one call.
 #[derive(Debug)]
@@ -24,6 +32,14 @@ pub enum SipCallEvent {
     Confirmed,
     Failed { code: u16, reason: String },
     Ended { by_remote: bool },
+    /// The far end's re-INVITE (answer with [`SipHandle::respond_reinvite`]).
+    Reinvite { sdp: Vec<u8> },
+    /// Our re-INVITE was answered.
+    ReinviteAnswered { sdp: Vec<u8> },
+    /// Our re-INVITE was refused; the dialog goes on.
+    ReinviteFailed { code: u16 },
+    /// DTMF by SIP INFO.
+    Dtmf { digit: char },
 }
 
 /// A call offered to this endpoint.
@@ -53,6 +69,21 @@ enum Command {
         sdp: Option<Vec<u8>>,
     },
     Hangup(CallHandle),
+    Reinvite {
+        call: CallHandle,
+        sdp: Vec<u8>,
+    },
+    RespondReinvite {
+        call: CallHandle,
+        code: u16,
+        sdp: Option<Vec<u8>>,
+    },
+    Register {
+        registration: Box<Registration>,
+        events: mpsc::UnboundedSender<RegistrationEvent>,
+        reply: oneshot::Sender<RegHandle>,
+    },
+    Unregister(RegHandle),
 }
 
 /// Cheap handle to the endpoint task.
@@ -100,6 +131,38 @@ impl SipHandle {
         let _ = self.tx.send(Command::Hangup(call));
     }
 
+    /// Sends a re-INVITE (hold / resume).
+    pub fn reinvite(&self, call: CallHandle, sdp: Vec<u8>) {
+        let _ = self.tx.send(Command::Reinvite { call, sdp });
+    }
+
+    /// Answers the far end's re-INVITE.
+    pub fn respond_reinvite(&self, call: CallHandle, code: u16, sdp: Option<Vec<u8>>) {
+        let _ = self.tx.send(Command::RespondReinvite { call, code, sdp });
+    }
+
+    /// Registers on behalf of a user; the outcome arrives on `events`, refreshes are automatic.
+    pub async fn register(
+        &self,
+        registration: Registration,
+        events: mpsc::UnboundedSender<RegistrationEvent>,
+    ) -> Option<RegHandle> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Register {
+                registration: Box::new(registration),
+                events,
+                reply,
+            })
+            .ok()?;
+        rx.await.ok()
+    }
+
+    /// Removes a registration (REGISTER with Expires: 0).
+    pub fn unregister(&self, reg: RegHandle) {
+        let _ = self.tx.send(Command::Unregister(reg));
+    }
+
     /// SIP calls (dialogs and pending INVITEs) the user agent still holds.
     pub fn active_calls(&self) -> usize {
         self.active.load(Ordering::Relaxed)
@@ -137,6 +200,7 @@ async fn run(
     active: Arc<AtomicUsize>,
 ) {
     let mut calls: HashMap<CallHandle, mpsc::UnboundedSender<SipCallEvent>> = HashMap::new();
+    let mut regs: HashMap<RegHandle, mpsc::UnboundedSender<RegistrationEvent>> = HashMap::new();
     let mut buf = vec![0u8; 65_536];
     let mut handles_open = true;
     loop {
@@ -160,6 +224,14 @@ async fn run(
                 }
                 Some(Command::Respond { call, code, sdp }) => ua.respond(Instant::now(), call, code, sdp),
                 Some(Command::Hangup(call)) => ua.hangup(Instant::now(), call),
+                Some(Command::Reinvite { call, sdp }) => ua.reinvite(Instant::now(), call, sdp),
+                Some(Command::RespondReinvite { call, code, sdp }) => ua.respond_reinvite(Instant::now(), call, code, sdp),
+                Some(Command::Register { registration, events, reply }) => {
+                    let handle = ua.register(Instant::now(), *registration);
+                    regs.insert(handle, events);
+                    let _ = reply.send(handle);
+                }
+                Some(Command::Unregister(reg)) => ua.unregister(Instant::now(), reg),
                 None => handles_open = false,
             },
             _ = sleep_until_opt(wake) => ua.handle_timeout(Instant::now()),
@@ -170,10 +242,10 @@ async fn run(
             }
         }
         while let Some(event) = ua.poll_event() {
-            dispatch(event, &mut calls, incoming.as_ref(), &mut ua, label);
+            dispatch(event, &mut calls, &mut regs, incoming.as_ref(), &mut ua, label);
         }
         active.store(ua.active_calls(), Ordering::Relaxed);
-        if !handles_open && ua.active_calls() == 0 {
+        if !handles_open && ua.active_calls() == 0 && ua.registrations() == 0 {
             debug!(label, "sip endpoint done");
             return;
         }
@@ -183,6 +255,7 @@ async fn run(
 fn dispatch(
     event: UaEvent,
     calls: &mut HashMap<CallHandle, mpsc::UnboundedSender<SipCallEvent>>,
+    regs: &mut HashMap<RegHandle, mpsc::UnboundedSender<RegistrationEvent>>,
     incoming: Option<&mpsc::UnboundedSender<IncomingCall>>,
     ua: &mut UserAgent,
     label: &'static str,
@@ -241,6 +314,29 @@ fn dispatch(
         }
         UaEvent::ResponseSent { code } => {
             metrics::counter!(m::SIP_RESPONSES_TOTAL, "code" => code.to_string(), "direction" => "out").increment(1);
+        }
+        UaEvent::Reinvite { call, sdp } => send(calls, call, SipCallEvent::Reinvite { sdp }, false),
+        UaEvent::ReinviteAnswered { call, sdp } => {
+            send(calls, call, SipCallEvent::ReinviteAnswered { sdp }, false)
+        }
+        UaEvent::ReinviteFailed { call, code } => {
+            send(calls, call, SipCallEvent::ReinviteFailed { code }, false)
+        }
+        UaEvent::Dtmf { call, digit } => send(calls, call, SipCallEvent::Dtmf { digit }, false),
+        UaEvent::Registered { reg, expires } => {
+            if let Some(tx) = regs.get(&reg) {
+                let _ = tx.send(RegistrationEvent::Registered { expires });
+            }
+        }
+        UaEvent::RegistrationFailed { reg, code, reason } => {
+            if let Some(tx) = regs.get(&reg) {
+                let _ = tx.send(RegistrationEvent::Failed { code, reason });
+            }
+        }
+        UaEvent::Unregistered { reg } => {
+            if let Some(tx) = regs.remove(&reg) {
+                let _ = tx.send(RegistrationEvent::Unregistered);
+            }
         }
         UaEvent::Dropped { source, reason } => {
             warn!(%source, reason, endpoint = label, "sip datagram dropped");

@@ -34,10 +34,19 @@ pub struct CallSettings {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientCommand {
     Ringing { code: u16 },
-    Answered,
+    Answered { codec: Codec },
     Audio(MediaFrame),
     Dtmf(char),
     Ended { code: u16, reason: String },
+    /// An inbound call offered to this client.
+    Incoming { from: String, codec: Codec },
+    /// Another session of the same user answered the inbound call.
+    AnsweredElsewhere,
+    /// Media is on hold (`by_remote`: the far end put us on hold) or resumed.
+    Held { by_remote: bool },
+    Unheld { by_remote: bool },
+    /// A request this call could not carry out (e.g. DTMF without telephone-event).
+    Error { code: &'static str, reason: String },
 }
 
 /// Something the driver must do.
@@ -61,6 +70,12 @@ pub enum Output {
     Client(ClientCommand),
     /// Hang up the SIP side (CANCEL or BYE, the SIP layer knows which).
     SipHangup,
+    /// Inbound call: answer the INVITE (`sdp` for 2xx) or reject it.
+    SipRespond { code: u16, sdp: Option<Vec<u8>> },
+    /// Send a re-INVITE with this SDP (hold / resume).
+    SipReinvite { sdp: Vec<u8> },
+    /// Answer the far end's re-INVITE.
+    SipReinviteAnswer { sdp: Vec<u8> },
     Dropped(DropReason),
     /// A packet forwarded (for metrics): leg, direction, bytes.
     Forwarded {
@@ -73,8 +88,12 @@ pub enum Output {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
+    /// Outbound: INVITE sent, nothing back yet.
     Dialing,
+    /// Outbound: 180/183 received.
     Early,
+    /// Inbound: offered to the client(s), not answered yet.
+    Incoming,
     Answered,
     Ended,
 }
@@ -124,6 +143,10 @@ pub struct CallCore {
     dtmf_next: Option<Instant>,
     rtcp_next: Instant,
     rng: u64,
+    sdp_version: u64,
+    /// We put the far end on hold / the far end put us on hold.
+    local_hold: bool,
+    remote_hold: bool,
 }
 
 /// Room for our compound RTCP packet (SR/RR with one block + SDES CNAME).
@@ -164,7 +187,140 @@ impl CallCore {
             dtmf_queue: VecDeque::new(),
             dtmf_next: None,
             rng,
+            sdp_version: 1,
+            local_hold: false,
+            remote_hold: false,
         }
+    }
+
+    /// An inbound call: `offer` is the INVITE's SDP. Errors with the SIP status to reject with
+    /// (488 when no audio codec is shared).
+    pub fn new_incoming(now: Instant, settings: CallSettings, offer: &[u8]) -> Result<CallCore, u16> {
+        let mut core = CallCore::new(now, settings);
+        if !core.apply_remote_sdp(offer, true) {
+            return Err(488);
+        }
+        core.state = State::Incoming;
+        Ok(core)
+    }
+
+    /// Codec chosen on the SIP leg (known once an answer or offer was applied).
+    pub fn codec(&self) -> Option<Codec> {
+        self.sip_codec.map(|(c, _)| c)
+    }
+
+    fn local_sdp(&mut self, direction: sdp::Direction, offer: bool) -> Vec<u8> {
+        let codecs = match (offer, self.sip_codec) {
+            (false, Some((c, pt))) => vec![(pt, c.encoding_name(), 8000)],
+            _ => vec![(0, "PCMU", 8000), (8, "PCMA", 8000)],
+        };
+        let telephone_event = if offer {
+            self.remote_te_pt.or(Some(self.settings.telephone_event_pt))
+        } else {
+            self.remote_te_pt
+        };
+        let version = self.sdp_version;
+        self.sdp_version += 1;
+        sdp::SdpBuilder {
+            username: "skybridge".into(),
+            session_id: u64::from(self.ssrc),
+            session_version: version,
+            address: self.settings.rtp_ip,
+            port: self.settings.rtp_port,
+            codecs,
+            telephone_event,
+            ptime: Some(self.settings.ptime.as_millis() as u32),
+            direction,
+        }
+        .build()
+    }
+
+    fn our_direction(&self) -> sdp::Direction {
+        match (self.local_hold, self.remote_hold) {
+            (false, false) => sdp::Direction::SendRecv,
+            (true, false) => sdp::Direction::SendOnly,
+            (false, true) => sdp::Direction::RecvOnly,
+            (true, true) => sdp::Direction::Inactive,
+        }
+    }
+
+    /// A client answered the inbound call: 200 OK with our answer.
+    pub fn client_answer(&mut self, now: Instant) {
+        if self.state != State::Incoming {
+            return;
+        }
+        let answer = self.local_sdp(self.our_direction(), false);
+        self.outputs.push_back(Output::SipRespond {
+            code: 200,
+            sdp: Some(answer),
+        });
+        self.state = State::Answered;
+        self.answered_at = Some(now);
+        self.last_rtp_at = Some(now);
+        if let Some(codec) = self.codec() {
+            self.outputs.push_back(Output::Client(ClientCommand::Answered { codec }));
+        }
+    }
+
+    /// Every client rejected (or none answered) the inbound call.
+    pub fn client_reject(&mut self, code: u16, reason: &str) {
+        if self.state != State::Incoming {
+            return;
+        }
+        self.outputs.push_back(Output::SipRespond { code, sdp: None });
+        self.end(code, reason);
+    }
+
+    /// The client puts the call on hold (`true`) or resumes it: a re-INVITE goes out.
+    pub fn client_hold(&mut self, hold: bool) {
+        if self.state != State::Answered || self.local_hold == hold {
+            return;
+        }
+        self.local_hold = hold;
+        let offer = self.local_sdp(self.our_direction(), true);
+        self.outputs.push_back(Output::SipReinvite { sdp: offer });
+        let cmd = if hold {
+            ClientCommand::Held { by_remote: false }
+        } else {
+            ClientCommand::Unheld { by_remote: false }
+        };
+        self.outputs.push_back(Output::Client(cmd));
+    }
+
+    /// The far end answered our re-INVITE.
+    pub fn sip_reinvite_answered(&mut self, sdp: &[u8]) {
+        self.apply_remote_sdp(sdp, false);
+    }
+
+    /// The far end sent a re-INVITE (hold, resume or a media change).
+    pub fn sip_reinvite(&mut self, now: Instant, offer: &[u8]) {
+        let was = self.remote_hold;
+        let hold = sdp::SessionDescription::parse(offer)
+            .ok()
+            .and_then(|d| d.first_audio().map(|a| !d.media_direction(a).sends() || a.port == 0))
+            .unwrap_or(false);
+        self.apply_remote_sdp(offer, false);
+        self.remote_hold = hold;
+        self.last_rtp_at = Some(now);
+        let answer = self.local_sdp(self.our_direction(), false);
+        self.outputs.push_back(Output::SipReinviteAnswer { sdp: answer });
+        if hold != was {
+            let cmd = if hold {
+                ClientCommand::Held { by_remote: true }
+            } else {
+                ClientCommand::Unheld { by_remote: true }
+            };
+            self.outputs.push_back(Output::Client(cmd));
+        }
+    }
+
+    /// DTMF from the network by SIP INFO.
+    pub fn sip_dtmf(&mut self, digit: char) {
+        self.outputs.push_back(Output::Client(ClientCommand::Dtmf(digit)));
+    }
+
+    pub fn on_hold(&self) -> bool {
+        self.local_hold || self.remote_hold
     }
 
     pub fn state(&self) -> State {
@@ -188,7 +344,7 @@ impl CallCore {
     }
 
     /// Applies an SDP answer (or early-media SDP). Returns false if it has no usable audio.
-    fn apply_remote_sdp(&mut self, body: &[u8]) -> bool {
+    fn apply_remote_sdp(&mut self, body: &[u8], _is_offer: bool) -> bool {
         let Ok(desc) = sdp::SessionDescription::parse(body) else {
             return false;
         };
@@ -217,6 +373,11 @@ impl CallCore {
         let Some(chosen) = chosen else {
             return false;
         };
+        // A re-offer keeps the codec already in use when it is still offered.
+        let chosen = match self.sip_codec {
+            Some((c, pt)) if audio.formats.contains(&pt) => (c, pt),
+            _ => chosen,
+        };
         self.sip_codec = Some(chosen);
         self.remote_te_pt = audio.payload_type_for("telephone-event", 8000);
         let rtp = SocketAddr::new(ip, audio.port);
@@ -236,7 +397,7 @@ impl CallCore {
             return;
         }
         if let Some(body) = sdp {
-            self.apply_remote_sdp(body);
+            self.apply_remote_sdp(body, false);
         }
         self.state = State::Early;
         self.outputs
@@ -248,7 +409,7 @@ impl CallCore {
         if self.state == State::Ended || self.state == State::Answered {
             return;
         }
-        if !self.apply_remote_sdp(sdp) {
+        if !self.apply_remote_sdp(sdp, false) {
             self.outputs.push_back(Output::SipHangup);
             self.end(488, "no common audio codec in the answer");
             return;
@@ -267,7 +428,9 @@ impl CallCore {
 
     /// The SIP dialog ended (BYE either way, or CANCEL completed).
     pub fn sip_ended(&mut self, by_remote: bool) {
-        if by_remote {
+        if self.state == State::Incoming {
+            self.end(487, "caller cancelled");
+        } else if by_remote {
             self.end(200, "remote party hung up");
         } else {
             self.end(200, "call ended");
@@ -277,6 +440,10 @@ impl CallCore {
     /// Every client leg left, or a client asked to hang up.
     pub fn client_hangup(&mut self) {
         if self.state == State::Ended {
+            return;
+        }
+        if self.state == State::Incoming {
+            self.client_reject(480, "no client took the call");
             return;
         }
         self.outputs.push_back(Output::SipHangup);
@@ -344,6 +511,10 @@ impl CallCore {
     }
 
     fn send_frame(&mut self, frame: MediaFrame) {
+        if self.on_hold() || self.state != State::Answered && self.state != State::Early {
+            self.outputs.push_back(Output::Dropped("not_sending"));
+            return;
+        }
         let (Some((codec, pt)), Some(dest)) = (self.sip_codec, self.remote_rtp) else {
             self.outputs.push_back(Output::Dropped("not_answered"));
             return;
@@ -627,6 +798,7 @@ impl CallCore {
         }
         let mut t = self.rtcp_next;
         match self.state {
+            State::Answered if self.on_hold() => {}
             State::Answered => {
                 if let Some(last) = self.last_rtp_at {
                     t = t.min(last + self.settings.inactivity_timeout);
@@ -670,6 +842,7 @@ impl CallCore {
             }
         }
         match self.state {
+            State::Answered if self.on_hold() => {}
             State::Answered => {
                 if self
                     .last_rtp_at
@@ -683,6 +856,11 @@ impl CallCore {
                 if now >= self.started + self.settings.ring_timeout {
                     self.outputs.push_back(Output::SipHangup);
                     self.end(480, "no answer");
+                }
+            }
+            State::Incoming => {
+                if now >= self.started + self.settings.ring_timeout {
+                    self.client_reject(480, "no answer");
                 }
             }
             State::Ended => {}

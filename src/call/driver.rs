@@ -19,16 +19,26 @@ use crate::media::MediaFrame;
 use crate::ops::metrics as m;
 use crate::rtp_leg::{PortPair, PortPool};
 use crate::session::{Authority, Identity, Route};
-use crate::sip::{Credentials, OutgoingCall};
+use crate::sip::{CallHandle, Credentials, OutgoingCall};
 use crate::sip_endpoint::{sleep_until_opt, SipCallEvent, SipHandle};
 
-/// Where a call sends what its client legs must see.
+/// Where a call sends what its client legs must see. Everything is tagged with the leg it is
+/// for, so one connection can hold several calls (and several legs) on one pair of channels.
 #[derive(Clone, Debug)]
 pub struct ClientSink {
     /// Audio toward the client; full = the client is behind, the frame is dropped.
-    pub audio: mpsc::Sender<MediaFrame>,
+    pub audio: mpsc::Sender<(LegId, MediaFrame)>,
     /// Signalling toward the client (few messages per call).
-    pub control: mpsc::UnboundedSender<ClientCommand>,
+    pub control: mpsc::UnboundedSender<ToClient>,
+}
+
+/// A signalling message for one client leg, with the call it concerns (so a session can answer,
+/// hang up or send DTMF on a call it was only offered).
+#[derive(Clone, Debug)]
+pub struct ToClient {
+    pub leg: LegId,
+    pub call: CallRef,
+    pub cmd: ClientCommand,
 }
 
 /// Identifies one attachment of a client (a connection's publish, play or control role).
@@ -52,8 +62,18 @@ enum Control {
     },
     Hangup,
     Dtmf {
+        leg: LegId,
         digits: String,
-        reply: mpsc::UnboundedSender<ClientCommand>,
+    },
+    Answer {
+        leg: LegId,
+    },
+    Reject {
+        leg: LegId,
+        code: u16,
+    },
+    Hold {
+        hold: bool,
     },
     Shutdown,
 }
@@ -69,6 +89,7 @@ pub struct CallRef {
 impl CallRef {
     /// Audio from a client; returns false if it was dropped (call busy or gone).
     pub fn audio(&self, frame: MediaFrame) -> bool {
+        // `try_send` never waits: a call that is behind drops the frame (counted by the caller).
         self.audio.try_send(frame).is_ok()
     }
     pub fn detach(&self, leg: LegId) {
@@ -77,10 +98,30 @@ impl CallRef {
     pub fn hangup(&self) {
         let _ = self.control.send(Control::Hangup);
     }
-    /// DTMF digits; an error (no telephone-event) comes back on `reply` as `Ended`-free text.
-    pub fn dtmf(&self, digits: String, reply: mpsc::UnboundedSender<ClientCommand>) {
-        let _ = self.control.send(Control::Dtmf { digits, reply });
+    /// DTMF digits from `leg`; an error (no telephone-event) comes back to that leg.
+    pub fn dtmf(&self, leg: LegId, digits: String) {
+        let _ = self.control.send(Control::Dtmf { leg, digits });
     }
+    /// `leg` answers the inbound call (the first answer wins).
+    pub fn answer(&self, leg: LegId) {
+        let _ = self.control.send(Control::Answer { leg });
+    }
+    /// `leg` declines the inbound call (486 Busy Here or 603 Decline when every leg declined).
+    pub fn reject(&self, leg: LegId, code: u16) {
+        let _ = self.control.send(Control::Reject { leg, code });
+    }
+    /// Hold (re-INVITE sendonly) or resume (sendrecv).
+    pub fn hold(&self, hold: bool) {
+        let _ = self.control.send(Control::Hold { hold });
+    }
+}
+
+/// An inbound SIP call to hand to a user's sessions.
+#[derive(Debug)]
+pub struct Inbound {
+    pub handle: CallHandle,
+    pub from: String,
+    pub offer: Vec<u8>,
 }
 
 /// Why a call could not be joined or created.
@@ -218,15 +259,69 @@ impl Calls {
         drop(reg);
         let task = CallTask {
             calls: self.clone(),
+            me: call.clone(),
             key,
             id,
-            route: route.clone(),
+            direction: Direction::Outbound(route.clone()),
             ports,
             audio_rx,
             control_rx,
-            legs: HashMap::from([(leg, sink)]),
+            legs: HashMap::from([(leg, Leg { sink, offered: false })]),
         };
         let span = tracing::info_span!("call", id, user = identity.name(), target = %route.target);
+        tokio::spawn(task.run().instrument(span));
+        Ok(call)
+    }
+
+    /// Offers an inbound SIP call to `legs` (every session of `identity`); the first to answer
+    /// gets it. Errors with the SIP status to reject the INVITE with.
+    pub fn offer(
+        &self,
+        identity: &Identity,
+        inbound: Inbound,
+        legs: Vec<(LegId, ClientSink)>,
+    ) -> Result<CallRef, u16> {
+        let mut reg = self.lock();
+        if reg.closed {
+            return Err(503);
+        }
+        if reg.by_key.len() >= self.ctx.config.limits.max_calls {
+            return Err(503);
+        }
+        if reg.per_user.get(identity).copied().unwrap_or(0) >= self.ctx.config.limits.max_calls_per_user {
+            return Err(486);
+        }
+        let ports = self.ctx.pool.allocate().map_err(|_| 503u16)?;
+        let id = self.ctx.next_id.fetch_add(1, Ordering::Relaxed);
+        let key = CallKey {
+            identity: identity.clone(),
+            target: format!("inbound-{id}"),
+        };
+        let (audio_tx, audio_rx) = mpsc::channel(64);
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let call = CallRef {
+            id,
+            audio: audio_tx,
+            control: control_tx,
+        };
+        reg.by_key.insert(key.clone(), call.clone());
+        *reg.per_user.entry(identity.clone()).or_insert(0) += 1;
+        drop(reg);
+        let task = CallTask {
+            calls: self.clone(),
+            me: call.clone(),
+            key,
+            id,
+            direction: Direction::Inbound(inbound),
+            ports,
+            audio_rx,
+            control_rx,
+            legs: legs
+                .into_iter()
+                .map(|(leg, sink)| (leg, Leg { sink: Some(sink), offered: true }))
+                .collect(),
+        };
+        let span = tracing::info_span!("call", id, user = identity.name(), direction = "inbound");
         tokio::spawn(task.run().instrument(span));
         Ok(call)
     }
@@ -267,15 +362,28 @@ impl Calls {
     }
 }
 
+enum Direction {
+    Outbound(Route),
+    Inbound(Inbound),
+}
+
+struct Leg {
+    sink: Option<ClientSink>,
+    /// Offered an inbound call and not answered (yet).
+    offered: bool,
+}
+
 struct CallTask {
     calls: Calls,
+    /// This call's own handle, handed to clients with every message.
+    me: CallRef,
     key: CallKey,
     id: u64,
-    route: Route,
+    direction: Direction,
     ports: PortPair,
     audio_rx: mpsc::Receiver<MediaFrame>,
     control_rx: mpsc::UnboundedReceiver<Control>,
-    legs: HashMap<LegId, Option<ClientSink>>,
+    legs: HashMap<LegId, Leg>,
 }
 
 impl CallTask {
@@ -293,7 +401,7 @@ impl CallTask {
         }
     }
 
-    fn outgoing(&self, sdp: Vec<u8>) -> OutgoingCall {
+    fn outgoing(&self, route: &Route, sdp: Vec<u8>) -> OutgoingCall {
         let c = &self.calls.ctx.config;
         let user = self.calls.ctx.authority.user(&self.key.identity);
         let domain = c
@@ -305,11 +413,11 @@ impl CallTask {
             .and_then(|u| u.sip_username.clone())
             .unwrap_or_else(|| self.key.identity.name().to_string());
         OutgoingCall {
-            request_uri: self.route.request_uri.clone(),
+            request_uri: route.request_uri.clone(),
             from_uri: format!("sip:{from_user}@{domain}"),
             from_display: user.and_then(|u| u.display_name.clone()),
-            to_uri: self.route.request_uri.clone(),
-            next_hop: self.route.next_hop,
+            to_uri: route.request_uri.clone(),
+            next_hop: route.next_hop,
             sdp,
             credentials: user.and_then(|u| {
                 Some(Credentials {
@@ -323,20 +431,42 @@ impl CallTask {
 
     async fn run(mut self) {
         let started = Instant::now();
-        let mut core = CallCore::new(started, self.settings());
         let (sip_tx, mut sip_rx) = mpsc::unbounded_channel();
         metrics::gauge!(m::CALLS_ACTIVE).increment(1.0);
         let sip = self.calls.ctx.sip.clone();
-        let handle = sip.invite(self.outgoing(core.offer_sdp()), sip_tx).await;
-        info!(
-            rtp_port = self.ports.rtp_port,
-            "dialling {}", self.route.request_uri
-        );
         let mut outcome = "failed";
+        let (mut core, handle) = match &self.direction {
+            Direction::Outbound(route) => {
+                let core = CallCore::new(started, self.settings());
+                let handle = sip.invite(self.outgoing(route, core.offer_sdp()), sip_tx).await;
+                info!(rtp_port = self.ports.rtp_port, "dialling {}", route.request_uri);
+                (core, handle)
+            }
+            Direction::Inbound(inbound) => {
+                sip.attach(inbound.handle, sip_tx);
+                let handle = Some(inbound.handle);
+                match CallCore::new_incoming(started, self.settings(), &inbound.offer) {
+                    Ok(core) => {
+                        info!(rtp_port = self.ports.rtp_port, from = %inbound.from, "inbound call offered to {} session(s)", self.legs.len());
+                        sip.respond(inbound.handle, 180, None);
+                        let codec = core.codec().unwrap_or(crate::media::Codec::Pcmu);
+                        let from = inbound.from.clone();
+                        self.to_clients(ClientCommand::Incoming { from, codec });
+                        (core, handle)
+                    }
+                    Err(code) => {
+                        sip.respond(inbound.handle, code, None);
+                        let mut core = CallCore::new(started, self.settings());
+                        core.sip_failed(code, "no common audio codec in the offer");
+                        (core, None)
+                    }
+                }
+            }
+        };
         let mut rtp_buf = BytesMut::with_capacity(64 * 1024);
         let mut rtcp_buf = vec![0u8; 2048];
-        let mut finished = handle.is_none();
-        if handle.is_none() {
+        let mut finished = false;
+        if handle.is_none() && core.state() != super::State::Ended {
             core.sip_failed(503, "SIP endpoint unavailable");
         }
         while !finished {
@@ -359,29 +489,7 @@ impl CallTask {
                     }
                 }
                 Some(frame) = self.audio_rx.recv() => core.client_audio(Instant::now(), frame),
-                ctl = self.control_rx.recv() => match ctl {
-                    Some(Control::Attach { leg, sink }) => {
-                        if let Some(s) = &sink {
-                            replay_state(&core, s);
-                        }
-                        self.legs.insert(leg, sink);
-                    }
-                    Some(Control::Detach { leg }) => {
-                        self.legs.remove(&leg);
-                        if self.legs.is_empty() {
-                            debug!("every client leg left");
-                            core.client_hangup();
-                        }
-                    }
-                    Some(Control::Hangup) => core.client_hangup(),
-                    Some(Control::Dtmf { digits, reply }) => {
-                        if let Err(why) = core.client_dtmf(Instant::now(), &digits) {
-                            let _ = reply.send(ClientCommand::Ended { code: 0, reason: why.to_string() });
-                        }
-                    }
-                    Some(Control::Shutdown) => core.shutdown(),
-                    None => core.client_hangup(),
-                },
+                ctl = self.control_rx.recv() => self.on_control(&mut core, ctl),
                 Some(ev) = sip_rx.recv() => {
                     let now = Instant::now();
                     match ev {
@@ -399,25 +507,24 @@ impl CallTask {
                             core.sip_failed(code, &reason);
                         }
                         SipCallEvent::Ended { by_remote } => core.sip_ended(by_remote),
+                        SipCallEvent::Reinvite { sdp } => core.sip_reinvite(now, &sdp),
+                        SipCallEvent::ReinviteAnswered { sdp } => core.sip_reinvite_answered(&sdp),
+                        SipCallEvent::ReinviteFailed { code } => {
+                            debug!(code, "re-INVITE refused; the call goes on");
+                        }
+                        SipCallEvent::Dtmf { digit } => core.sip_dtmf(digit),
                     }
                 }
                 _ = sleep_until_opt(wake) => core.handle_timeout(Instant::now(), SystemTime::now()),
             }
             while let Some(out) = core.poll_output() {
                 match out {
-                    Output::Rtp {
-                        dest,
-                        header,
-                        payload,
-                    } => send_rtp(&self.ports.rtp, dest, &header, &payload),
+                    Output::Rtp { dest, header, payload } => send_rtp(&self.ports.rtp, dest, &header, &payload),
                     Output::RtpOwned { dest, packet } => {
                         let _ = self.ports.rtp.try_send_to(&packet, dest);
                     }
                     Output::Rtcp { dest, packet, len } => {
-                        let _ = self
-                            .ports
-                            .rtcp
-                            .try_send_to(packet.get(..len).unwrap_or_default(), dest);
+                        let _ = self.ports.rtcp.try_send_to(packet.get(..len).unwrap_or_default(), dest);
                     }
                     Output::Client(cmd) => self.to_clients(cmd),
                     Output::SipHangup => {
@@ -428,49 +535,121 @@ impl CallTask {
                             outcome = "cancelled";
                         }
                     }
+                    Output::SipRespond { code, sdp } => {
+                        if let Some(h) = handle {
+                            sip.respond(h, code, sdp);
+                        }
+                        if (200..300).contains(&code) {
+                            outcome = "answered";
+                            metrics::histogram!(m::CALL_SETUP_SECONDS).record(started.elapsed().as_secs_f64());
+                        }
+                    }
+                    Output::SipReinvite { sdp } => {
+                        if let Some(h) = handle {
+                            sip.reinvite(h, sdp);
+                        }
+                    }
+                    Output::SipReinviteAnswer { sdp } => {
+                        if let Some(h) = handle {
+                            sip.respond_reinvite(h, 200, Some(sdp));
+                        }
+                    }
                     Output::Dropped(reason) => {
-                        metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => reason)
-                            .increment(1);
+                        metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => reason).increment(1);
                     }
                     Output::Forwarded { toward_sip, bytes } => {
                         if toward_sip {
                             metrics::counter!(m::PACKETS_TOTAL, "leg" => "rtp", "direction" => "out").increment(1);
-                            metrics::counter!(m::BYTES_TOTAL, "leg" => "rtp", "direction" => "out")
-                                .increment(bytes as u64);
+                            metrics::counter!(m::BYTES_TOTAL, "leg" => "rtp", "direction" => "out").increment(bytes as u64);
                         }
                     }
                     Output::Finished => finished = true,
                 }
             }
         }
-        info!(
-            outcome,
-            secs = started.elapsed().as_secs_f32(),
-            "call ended"
-        );
+        info!(outcome, secs = started.elapsed().as_secs_f32(), "call ended");
         metrics::counter!(m::CALLS_TOTAL, "outcome" => outcome).increment(1);
         metrics::gauge!(m::CALLS_ACTIVE).decrement(1.0);
         self.calls.finished(&self.key, self.id);
+    }
+
+    fn on_control(&mut self, core: &mut CallCore, ctl: Option<Control>) {
+        match ctl {
+            Some(Control::Attach { leg, sink }) => {
+                if let Some(s) = &sink {
+                    replay_state(core, leg, &self.me, s);
+                }
+                self.legs.insert(leg, Leg { sink, offered: false });
+            }
+            Some(Control::Detach { leg }) => {
+                self.legs.remove(&leg);
+                if self.legs.is_empty() {
+                    debug!("every client leg left");
+                    core.client_hangup();
+                }
+            }
+            Some(Control::Hangup) => core.client_hangup(),
+            Some(Control::Dtmf { leg, digits }) => {
+                if let Err(why) = core.client_dtmf(Instant::now(), &digits) {
+                    self.to_leg(leg, ClientCommand::Error { code: "dtmf_unavailable", reason: why.to_string() });
+                }
+            }
+            Some(Control::Answer { leg }) => {
+                let offered = self.legs.get(&leg).is_some_and(|l| l.offered);
+                if core.state() != super::State::Incoming || !offered {
+                    self.to_leg(leg, ClientCommand::Error { code: "not_ringing", reason: "this call is not ringing".into() });
+                    return;
+                }
+                // The first answer wins; every other session is told and let go.
+                let others: Vec<LegId> = self.legs.keys().copied().filter(|l| *l != leg).collect();
+                for other in others {
+                    self.to_leg(other, ClientCommand::AnsweredElsewhere);
+                    self.legs.remove(&other);
+                }
+                if let Some(l) = self.legs.get_mut(&leg) {
+                    l.offered = false;
+                }
+                core.client_answer(Instant::now());
+            }
+            Some(Control::Reject { leg, code }) => {
+                if core.state() != super::State::Incoming {
+                    return;
+                }
+                self.legs.remove(&leg);
+                if !self.legs.values().any(|l| l.offered) {
+                    core.client_reject(code, "declined");
+                }
+            }
+            Some(Control::Hold { hold }) => core.client_hold(hold),
+            Some(Control::Shutdown) => core.shutdown(),
+            None => core.client_hangup(),
+        }
+    }
+
+    fn to_leg(&self, leg: LegId, cmd: ClientCommand) {
+        if let Some(sink) = self.legs.get(&leg).and_then(|l| l.sink.as_ref()) {
+            let _ = sink.control.send(ToClient { leg, call: self.me.clone(), cmd });
+        }
     }
 
     /// Sends to every attached client once, even when one connection holds several legs
     /// (a publish and a play stream) with the same sink.
     fn to_clients(&self, cmd: ClientCommand) {
         let mut seen: Vec<&ClientSink> = Vec::with_capacity(self.legs.len());
-        for sink in self.legs.values().flatten() {
+        for (leg, l) in &self.legs {
+            let Some(sink) = l.sink.as_ref() else { continue };
             if seen.iter().any(|s| s.control.same_channel(&sink.control)) {
                 continue;
             }
             seen.push(sink);
             match &cmd {
                 ClientCommand::Audio(frame) => {
-                    if sink.audio.try_send(frame.clone()).is_err() {
-                        metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "client_behind")
-                            .increment(1);
+                    if sink.audio.try_send((*leg, frame.clone())).is_err() {
+                        metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "client_behind").increment(1);
                     }
                 }
                 other => {
-                    let _ = sink.control.send(other.clone());
+                    let _ = sink.control.send(ToClient { leg: *leg, call: self.me.clone(), cmd: other.clone() });
                 }
             }
         }
@@ -478,16 +657,16 @@ impl CallTask {
 }
 
 /// A leg that joins late learns where the call stands.
-fn replay_state(core: &CallCore, sink: &ClientSink) {
-    match core.state() {
-        super::State::Early => {
-            let _ = sink.control.send(ClientCommand::Ringing { code: 180 });
-        }
-        super::State::Answered => {
-            let _ = sink.control.send(ClientCommand::Answered);
-        }
-        _ => {}
-    }
+fn replay_state(core: &CallCore, leg: LegId, call: &CallRef, sink: &ClientSink) {
+    let cmd = match core.state() {
+        super::State::Early => ClientCommand::Ringing { code: 180 },
+        super::State::Answered => match core.codec() {
+            Some(codec) => ClientCommand::Answered { codec },
+            None => return,
+        },
+        _ => return,
+    };
+    let _ = sink.control.send(ToClient { leg, call: call.clone(), cmd });
 }
 
 /// Sends header + payload as one datagram without joining them in memory (sendmsg with two

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn, Instrument};
 
 use super::ConnectionLimits;
-use crate::call::driver::{new_leg_id, CallRef, ClientSink, LegId};
+use crate::call::driver::{new_leg_id, CallRef, ClientSink, LegId, ToClient};
 use crate::call::ClientCommand;
 use crate::media::{Codec, MediaFrame};
 use crate::ops::metrics as m;
@@ -80,10 +80,13 @@ struct Connection {
     /// stream id → (target, leg, publishing?)
     streams: HashMap<u32, Attachment>,
     play_streams: Vec<(u32, String)>,
-    sink_audio: mpsc::Sender<MediaFrame>,
-    sink_control: mpsc::UnboundedSender<ClientCommand>,
-    audio_rx: Option<mpsc::Receiver<MediaFrame>>,
-    control_rx: Option<mpsc::UnboundedReceiver<ClientCommand>>,
+    sink_audio: mpsc::Sender<(LegId, MediaFrame)>,
+    sink_control: mpsc::UnboundedSender<ToClient>,
+    audio_rx: Option<mpsc::Receiver<(LegId, MediaFrame)>>,
+    control_rx: Option<mpsc::UnboundedReceiver<ToClient>>,
+    /// Inbound calls offered to this connection (leg → call), while signed in as a user.
+    offered: HashMap<LegId, CallRef>,
+    presence: Option<crate::presence::PresenceGuard>,
     warned_format: Option<u8>,
     close_after_flush: bool,
 }
@@ -105,6 +108,8 @@ impl Connection {
             control_rx: Some(control_rx),
             warned_format: None,
             close_after_flush: false,
+            offered: HashMap::new(),
+            presence: None,
         }
     }
 
@@ -162,8 +167,8 @@ impl Connection {
                         return;
                     }
                 },
-                Some(frame) = recv_opt(&mut audio_rx) => self.play_audio(&mut session, frame),
-                Some(cmd) = recv_opt_unbounded(&mut control_rx) => self.on_call_command(&mut session, cmd),
+                Some((_, frame)) = recv_opt(&mut audio_rx) => self.play_audio(&mut session, frame),
+                Some(msg) = recv_opt_unbounded(&mut control_rx) => self.on_call_command(&mut session, msg),
                 _ = tokio::time::sleep_until(wake.into()) => {
                     let now = Instant::now();
                     if now >= last_input + idle {
@@ -303,9 +308,15 @@ impl Connection {
                     call.hangup();
                 }
             }
-            RtmpEvent::Answer => session.send_error("no incoming call to answer"),
+            RtmpEvent::Answer => match self.offered.drain().next() {
+                Some((leg, call)) => {
+                    call.answer(leg);
+                    self.calls.insert(format!("inbound-{}", call.id), (call, vec![leg]));
+                }
+                None => session.send_error("no incoming call to answer"),
+            },
             RtmpEvent::Dtmf { digits } => match self.calls.values().next() {
-                Some((call, _)) => call.dtmf(digits, self.sink_control.clone()),
+                Some((call, legs)) => call.dtmf(legs.first().copied().unwrap_or_default(), digits),
                 None => session.send_error("dtmf: no call in progress"),
             },
         }
@@ -391,17 +402,39 @@ impl Connection {
         }
     }
 
-    fn on_call_command(&mut self, session: &mut RtmpServerSession, cmd: ClientCommand) {
+    fn on_call_command(&mut self, session: &mut RtmpServerSession, msg: ToClient) {
+        let ToClient { leg, call, cmd } = msg;
         match cmd {
+            ClientCommand::Incoming { from, .. } => {
+                self.offered.insert(leg, call);
+                session.send_command("onIncoming", &[Amf0Value::String(&from)]);
+            }
+            ClientCommand::AnsweredElsewhere => {
+                self.offered.remove(&leg);
+                session.send_command("onAnsweredElsewhere", &[]);
+            }
+            ClientCommand::Held { by_remote } => {
+                session.send_command("onHold", &[Amf0Value::Boolean(by_remote)]);
+            }
+            ClientCommand::Unheld { by_remote } => {
+                session.send_command("onUnhold", &[Amf0Value::Boolean(by_remote)]);
+            }
+            ClientCommand::Error { reason, .. } => session.send_error(&reason),
             ClientCommand::Ringing { code } => {
                 session.send_command("onRinging", &[Amf0Value::Number(f64::from(code))]);
             }
-            ClientCommand::Answered => session.send_command("onAnswered", &[]),
+            ClientCommand::Answered { .. } => session.send_command("onAnswered", &[]),
             ClientCommand::Dtmf(c) => {
                 let s = c.to_string();
                 session.send_command("onDtmf", &[Amf0Value::String(&s)]);
             }
-            ClientCommand::Ended { code: 0, reason } => session.send_error(&reason),
+            ClientCommand::Ended { code, reason } if self.offered.remove(&leg).is_some() => {
+                // An inbound call that rang here ended before this connection answered it.
+                session.send_command(
+                    "onHangup",
+                    &[Amf0Value::Number(f64::from(code)), Amf0Value::String(&reason)],
+                );
+            }
             ClientCommand::Ended { code, reason } => {
                 info!(code, %reason, "call ended; telling the client");
                 session.send_command(
@@ -443,16 +476,14 @@ impl Connection {
     }
 }
 
-async fn recv_opt(rx: &mut Option<mpsc::Receiver<MediaFrame>>) -> Option<MediaFrame> {
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
 }
 
-async fn recv_opt_unbounded(
-    rx: &mut Option<mpsc::UnboundedReceiver<ClientCommand>>,
-) -> Option<ClientCommand> {
+async fn recv_opt_unbounded<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
