@@ -938,7 +938,7 @@ fn options_outside_a_dialog_is_answered_200() {
 }
 
 #[test]
-fn in_dialog_reinvite_and_info_are_answered_200_with_current_sdp() {
+fn unanswered_reinvite_gets_200_with_current_sdp_after_2_s_and_info_gets_200() {
     let mut p = Pair::new();
     let (_, cb) = p.established();
     // b sends a re-INVITE-like request by hand to a: use the dialog identifiers from a BYE
@@ -959,11 +959,22 @@ fn in_dialog_reinvite_and_info_are_answered_200_with_current_sdp() {
     p.a.handle_datagram(p.now, addr(B), mk("INFO", 100, "z9hG4bKi1").as_bytes());
     let out = drain(&mut p.a);
     assert_eq!(first_line(&out[0]), "SIP/2.0 200 OK");
+    assert!(
+        events(&mut p.a).is_empty(),
+        "INFO without DTMF reports nothing"
+    );
     p.a.handle_datagram(p.now, addr(B), mk("INVITE", 101, "z9hG4bKi2").as_bytes());
     let out = drain(&mut p.a);
+    assert_eq!(out.len(), 1);
     assert_eq!(first_line(&out[0]), "SIP/2.0 100 Trying");
-    assert_eq!(first_line(&out[1]), "SIP/2.0 200 OK");
-    assert!(text(&out[1]).ends_with("v=0\r\nofferer\r\n"));
+    assert!(matches!(&events(&mut p.a)[..], [UaEvent::Reinvite { sdp, .. }] if sdp.is_empty()));
+    // The call core stays silent: at 2 s the UA answers with the current SDP itself.
+    p.a.handle_timeout(p.now + Duration::from_millis(1999));
+    assert!(drain(&mut p.a).is_empty());
+    p.a.handle_timeout(p.now + REINVITE_ANSWER_TIMEOUT);
+    let out = drain(&mut p.a);
+    assert_eq!(first_line(&out[0]), "SIP/2.0 200 OK");
+    assert!(text(&out[0]).ends_with("v=0\r\nofferer\r\n"));
     // Out-of-order CSeq is refused.
     p.a.handle_datagram(p.now, addr(B), mk("INFO", 50, "z9hG4bKi3").as_bytes());
     assert_eq!(
