@@ -722,7 +722,7 @@ impl UserAgent {
             .unwrap_or_default()
             .to_owned();
         let bytes = template.render(&via, cseq, template.method, auth, &self.config.user_agent);
-        let kind = if purpose == Purpose::Invite {
+        let kind = if matches!(purpose, Purpose::Invite | Purpose::Reinvite) {
             Kind::Invite
         } else {
             Kind::NonInvite
