@@ -1708,3 +1708,55 @@ fn dtmf_relay_bodies_are_parsed_strictly() {
     assert!(!is_dtmf_relay(Some("application/dtmf")));
     assert!(!is_dtmf_relay(None));
 }
+
+#[test]
+fn retransmitted_2xx_to_our_reinvite_gets_the_same_ack_again() {
+    let mut p = Pair::new();
+    let (ca, cb) = p.established();
+    p.a.reinvite(p.now, ca, HOLD.to_vec());
+    p.pump();
+    p.b.respond_reinvite(p.now, cb, 200, None);
+    let ok = drain(&mut p.b).remove(0);
+    p.a.handle_datagram(p.now, addr(B), &ok.payload);
+    let ack1 = drain(&mut p.a);
+    p.a.handle_datagram(p.now, addr(B), &ok.payload);
+    let ack2 = drain(&mut p.a);
+    assert_eq!(ack1.len(), 1);
+    assert!(first_line(&ack1[0]).starts_with("ACK "));
+    assert_eq!(ack1, ack2);
+    assert_eq!(
+        header(&ack1[0], "CSeq"),
+        header(&ok, "CSeq").replace("INVITE", "ACK")
+    );
+    assert_eq!(
+        events(&mut p.a),
+        [UaEvent::ReinviteAnswered {
+            call: ca,
+            sdp: b"answer".to_vec()
+        }]
+    );
+}
+
+#[test]
+fn cancelled_incoming_reinvite_gets_487_and_the_call_goes_on() {
+    let mut p = Pair::new();
+    let (ca, cb) = p.established();
+    p.b.reinvite(p.now, cb, HELD.to_vec());
+    let reinvite = drain(&mut p.b).remove(0);
+    p.a.handle_datagram(p.now, addr(B), &reinvite.payload);
+    drain(&mut p.a);
+    assert!(matches!(events(&mut p.a)[..], [UaEvent::Reinvite { .. }]));
+    let cancel = text(&reinvite)
+        .replacen("INVITE ", "CANCEL ", 1)
+        .replace(" INVITE\r\n", " CANCEL\r\n");
+    let cancel =
+        cancel.split("Content-Type").next().unwrap().to_owned() + "Content-Length: 0\r\n\r\n";
+    p.a.handle_datagram(p.now, addr(B), cancel.as_bytes());
+    let lines: Vec<String> = drain(&mut p.a).iter().map(first_line).collect();
+    assert_eq!(lines, ["SIP/2.0 200 OK", "SIP/2.0 487 Request Terminated"]);
+    // The core's late answer is ignored; the call is still up.
+    p.a.respond_reinvite(p.now, ca, 200, None);
+    assert!(drain(&mut p.a).is_empty());
+    assert!(events(&mut p.a).is_empty());
+    assert_eq!(p.a.active_calls(), 1);
+}
