@@ -342,6 +342,7 @@ fn dispatch(
             warn!(%source, reason, endpoint = label, "sip datagram dropped");
             metrics::counter!(m::SIP_DROPPED_TOTAL, "reason" => reason).increment(1);
         }
+        other => debug!(?other, endpoint = label, "sip event not handled"),
     }
 }
 

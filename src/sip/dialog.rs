@@ -8,6 +8,9 @@ use skybridge_codecs::sip::MessageBuilder;
 /// Max-Forwards on every request we originate (RFC 3261 §8.1.1.6).
 const MAX_FORWARDS: &str = "70";
 
+/// Content type of session descriptions.
+pub(crate) const SDP: &str = "application/sdp";
+
 /// Everything needed to (re)render one request except Via, CSeq and credentials.
 #[derive(Clone, Debug)]
 pub(crate) struct RequestTemplate {
@@ -18,6 +21,10 @@ pub(crate) struct RequestTemplate {
     pub(crate) call_id: String,
     pub(crate) routes: Vec<String>,
     pub(crate) contact: Option<String>,
+    /// Further headers written after Contact (e.g. Expires on REGISTER).
+    pub(crate) extra: Vec<(&'static str, String)>,
+    /// Content-Type of a non-empty body.
+    pub(crate) content_type: &'static str,
     pub(crate) body: Vec<u8>,
 }
 
@@ -43,6 +50,9 @@ impl RequestTemplate {
         if let Some(c) = &self.contact {
             b.header("Contact", c);
         }
+        for (name, value) in &self.extra {
+            b.header(name, value);
+        }
         if let Some((name, value)) = auth {
             b.header(name, value);
         }
@@ -52,7 +62,7 @@ impl RequestTemplate {
         if self.method == "INVITE" {
             b.header("Allow", super::ua::ALLOW);
         }
-        let ctype = (!self.body.is_empty()).then_some("application/sdp");
+        let ctype = (!self.body.is_empty()).then_some(self.content_type);
         b.finish(ctype, &self.body)
     }
 }
@@ -208,6 +218,8 @@ impl Dialog {
             call_id: self.call_id.clone(),
             routes: self.route_set.clone(),
             contact,
+            extra: Vec::new(),
+            content_type: SDP,
             body: Vec::new(),
         }
     }

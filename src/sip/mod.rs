@@ -7,6 +7,6 @@ mod transaction;
 mod ua;
 
 pub use ua::{
-    CallHandle, Credentials, OutgoingCall, Transmit, UaConfig, UaEvent, UserAgent,
-    DEFAULT_MAX_TRANSACTIONS,
+    CallHandle, Credentials, OutgoingCall, RegHandle, Registration, Transmit, UaConfig, UaEvent,
+    UserAgent, DEFAULT_MAX_REGISTRATIONS, DEFAULT_MAX_TRANSACTIONS, REINVITE_ANSWER_TIMEOUT,
 };

@@ -21,7 +21,7 @@ use skybridge_codecs::sip::{
     header_name_eq, parse_challenge, reason_phrase, Message, MessageBuilder, Method, Via,
 };
 
-use super::dialog::{Dialog, DialogState, RequestTemplate};
+use super::dialog::{Dialog, DialogState, RequestTemplate, SDP};
 use super::digest::{self, Algorithm, ChallengeParams, ClientNonce};
 use super::timer::{TimerConfig, TimerQueue};
 use super::transaction::{
@@ -36,6 +36,22 @@ const MAX_AUTH_ATTEMPTS: u8 = 3;
 
 /// Default cap on concurrent transactions and on concurrent dialogs.
 pub const DEFAULT_MAX_TRANSACTIONS: usize = 10_000;
+
+/// Default cap on registrations held at once.
+pub const DEFAULT_MAX_REGISTRATIONS: usize = 10_000;
+
+/// Time the call core has to answer an incoming re-INVITE ([`UaEvent::Reinvite`]) before the
+/// user agent answers 200 with the current SDP itself.
+pub const REINVITE_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Re-sends of a re-INVITE after 491 Request Pending (§14.1) before giving up.
+const MAX_GLARE_RETRIES: u8 = 3;
+
+/// Content type of DTMF in INFO (the de-facto `application/dtmf-relay` form).
+const DTMF_RELAY: &str = "application/dtmf-relay";
+
+/// Longest DTMF duration we write or accept, in milliseconds.
+const MAX_DTMF_DURATION_MS: u32 = 10_000;
 
 /// User agent configuration.
 #[derive(Clone, Debug)]
@@ -60,6 +76,8 @@ pub struct UaConfig {
     pub max_transactions: usize,
     /// Cap on live dialogs/calls; beyond it new INVITEs get 503.
     pub max_dialogs: usize,
+    /// Cap on registrations held at once; beyond it [`UserAgent::register`] fails with 503.
+    pub max_registrations: usize,
 }
 
 impl UaConfig {
@@ -77,6 +95,7 @@ impl UaConfig {
             t4: t.t4,
             max_transactions: DEFAULT_MAX_TRANSACTIONS,
             max_dialogs: DEFAULT_MAX_TRANSACTIONS,
+            max_registrations: DEFAULT_MAX_REGISTRATIONS,
         }
     }
 
@@ -98,6 +117,25 @@ impl UaConfig {
 /// Identifies one call (one INVITE dialog) for the call core.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CallHandle(pub u64);
+
+/// Identifies one registration (RFC 3261 §10) kept by the user agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RegHandle(pub u64);
+
+/// A binding to register and keep refreshed (RFC 3261 §10.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registration {
+    /// Where REGISTER requests go (the registrar or outbound proxy).
+    pub registrar: SocketAddr,
+    /// Address of record, `sip:alice@domain`: From and To; the Request-URI is its domain part.
+    pub aor: String,
+    /// User part of our Contact, `sip:contact_user@advertised` (calls to it are ours).
+    pub contact_user: String,
+    /// Requested expiry in seconds (0 is taken as 3600).
+    pub expires: u32,
+    /// Credentials for 401/407 challenges (realm rules as for calls).
+    pub credentials: Option<Credentials>,
+}
 
 /// Digest credentials for our requests.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -194,6 +232,61 @@ pub enum UaEvent {
         /// Whether the remote side ended it.
         by_remote: bool,
     },
+    /// A registration was accepted (first time or refresh); the next refresh is scheduled.
+    Registered {
+        /// Registration.
+        reg: RegHandle,
+        /// Expiry granted by the registrar, in seconds.
+        expires: u32,
+    },
+    /// A REGISTER failed (final non-2xx after auth handling; timeouts are 408; local limits
+    /// 503; a bad AoR or contact user 400). Unless the handle is unknown afterwards (400/503
+    /// from [`UserAgent::register`]), it is retried with back-off.
+    RegistrationFailed {
+        /// Registration.
+        reg: RegHandle,
+        /// Status code.
+        code: u16,
+        /// Reason phrase or local explanation.
+        reason: String,
+    },
+    /// Terminal for a registration: the un-REGISTER finished (or timed out); the handle is
+    /// forgotten.
+    Unregistered {
+        /// Registration.
+        reg: RegHandle,
+    },
+    /// The remote sent a re-INVITE (`sdp` is its offer, maybe empty). Answer with
+    /// [`UserAgent::respond_reinvite`] within [`REINVITE_ANSWER_TIMEOUT`], or the user agent
+    /// answers 200 with the current SDP.
+    Reinvite {
+        /// Call.
+        call: CallHandle,
+        /// Offered SDP.
+        sdp: Vec<u8>,
+    },
+    /// Our re-INVITE ([`UserAgent::reinvite`]) got a 2xx (ACK already queued); `sdp` is the answer.
+    ReinviteAnswered {
+        /// Call.
+        call: CallHandle,
+        /// SDP answer.
+        sdp: Vec<u8>,
+    },
+    /// Our re-INVITE failed; the call goes on with the previous SDP. 491 also when one was
+    /// already pending or glare retries ran out; 408 on timeout.
+    ReinviteFailed {
+        /// Call.
+        call: CallHandle,
+        /// Status code.
+        code: u16,
+    },
+    /// A DTMF digit arrived in an INFO (`application/dtmf-relay`).
+    Dtmf {
+        /// Call.
+        call: CallHandle,
+        /// `0`-`9`, `*`, `#`, `A`-`D`.
+        digit: char,
+    },
     /// A response arrived (metrics).
     ResponseReceived {
         /// Status code.
@@ -219,6 +312,9 @@ enum Purpose {
     Invite,
     Cancel,
     Bye,
+    Register,
+    Reinvite,
+    Info,
 }
 
 #[derive(Debug)]
@@ -226,6 +322,7 @@ struct ClientEntry {
     tx: ClientTx,
     key: (String, &'static str),
     call: Option<CallHandle>,
+    reg: Option<RegHandle>,
     purpose: Purpose,
     /// For digest re-sends, the non-2xx ACK and CANCEL.
     template: RequestTemplate,
@@ -233,6 +330,8 @@ struct ClientEntry {
     cseq: u32,
     auth_attempts: u8,
     last_nonce: Option<String>,
+    /// Re-INVITE: the ACK for its 2xx, re-sent when the 2xx is retransmitted.
+    ack: Option<Vec<u8>>,
     scheduled: Option<Instant>,
 }
 
@@ -241,6 +340,8 @@ struct ServerEntry {
     tx: ServerTx,
     key: (String, String),
     call: Option<CallHandle>,
+    /// An in-dialog re-INVITE of this call (CANCEL gets it a 487, not the call an end).
+    reinvite: Option<CallHandle>,
     scheduled: Option<Instant>,
 }
 
@@ -283,6 +384,23 @@ struct Retrans2xx {
     give_up: Instant,
 }
 
+/// Our re-INVITE: in flight (`tx`) or waiting to be re-sent after a 491 (`retry_at`).
+#[derive(Debug)]
+struct OutReinvite {
+    tx: Option<u64>,
+    sdp: Vec<u8>,
+    retry_at: Option<Instant>,
+    glare_retries: u8,
+}
+
+/// The remote's re-INVITE, waiting for the call core's answer until `deadline`.
+#[derive(Debug)]
+struct InReinvite {
+    tx: u64,
+    echo: Echo,
+    deadline: Instant,
+}
+
 #[derive(Debug)]
 struct Call {
     role: Role,
@@ -306,16 +424,58 @@ struct Call {
     server_tx: Option<u64>,
     echo: Option<Echo>,
     retrans: Option<Retrans2xx>,
+    reinvite_out: Option<OutReinvite>,
+    reinvite_in: Option<InReinvite>,
     scheduled: Option<Instant>,
 }
 
 impl Call {
-    fn next_timeout(&self) -> Option<Instant> {
-        let r = self.retrans.as_ref().map(|r| r.next.min(r.give_up));
-        match (r, self.teardown_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+    fn new(role: Role, dialog: Dialog, local_sdp: Vec<u8>, invite_cseq: u32) -> Self {
+        Self {
+            role,
+            state: CallState::Calling,
+            dialog,
+            local_sdp,
+            reported: false,
+            hangup: false,
+            credentials: None,
+            invite_tx: None,
+            invite_cseq,
+            invite_via: String::new(),
+            invite_template: None,
+            cancel_pending: false,
+            cancel_sent: false,
+            ack_2xx: None,
+            teardown_deadline: None,
+            server_tx: None,
+            echo: None,
+            retrans: None,
+            reinvite_out: None,
+            reinvite_in: None,
+            scheduled: None,
         }
+    }
+
+    fn next_timeout(&self) -> Option<Instant> {
+        [
+            self.retrans.as_ref().map(|r| r.next.min(r.give_up)),
+            self.teardown_deadline,
+            self.reinvite_out.as_ref().and_then(|o| o.retry_at),
+            self.reinvite_in.as_ref().map(|i| i.deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Whether a re-INVITE may start now (ours or the remote's): confirmed, not ending, no 2xx
+    /// waiting for its ACK and no re-INVITE in progress either way.
+    fn reinvite_allowed(&self) -> bool {
+        self.state == CallState::Confirmed
+            && !self.hangup
+            && self.retrans.is_none()
+            && self.reinvite_in.is_none()
+            && self.reinvite_out.as_ref().is_none_or(|o| o.tx.is_none())
     }
 }
 
@@ -324,6 +484,7 @@ enum TimerKey {
     Client(u64),
     Server(u64),
     Call(u64),
+    Reg(u64),
 }
 
 /// The SIP user agent. See the module documentation.
@@ -339,6 +500,7 @@ pub struct UserAgent {
     server_index: HashMap<(String, String), u64>,
     calls: HashMap<CallHandle, Call>,
     dialogs: HashMap<(String, String), CallHandle>,
+    regs: HashMap<RegHandle, register::Reg>,
     timers: TimerQueue<TimerKey>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<UaEvent>,
@@ -377,6 +539,7 @@ impl UserAgent {
             server_index: HashMap::new(),
             calls: HashMap::new(),
             dialogs: HashMap::new(),
+            regs: HashMap::new(),
             timers: TimerQueue::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -461,13 +624,28 @@ impl UserAgent {
         self.event(e);
     }
 
-    fn remove_call(&mut self, handle: CallHandle) {
+    fn remove_call(&mut self, now: Instant, handle: CallHandle) {
+        self.abort_reinvite_in(now, handle);
         if let Some(call) = self.calls.remove(&handle) {
             self.dialogs
                 .remove(&(call.dialog.call_id.clone(), call.dialog.local_tag.clone()));
             self.timers
                 .reschedule(TimerKey::Call(handle.0), call.scheduled, None);
         }
+    }
+
+    /// The remote's re-INVITE still waiting for an answer gets 487 (the dialog is ending).
+    fn abort_reinvite_in(&mut self, now: Instant, handle: CallHandle) {
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        let Some(pending) = call.reinvite_in.take() else {
+            return;
+        };
+        let tag = call.dialog.local_tag.clone();
+        self.server_respond(now, pending.tx, &pending.echo, 487, Some(&tag), &[]);
+        self.resched_server(pending.tx);
+        self.resched_call(handle);
     }
 
     fn resched_call(&mut self, handle: CallHandle) {
@@ -544,7 +722,7 @@ impl UserAgent {
             .unwrap_or_default()
             .to_owned();
         let bytes = template.render(&via, cseq, template.method, auth, &self.config.user_agent);
-        let kind = if purpose == Purpose::Invite {
+        let kind = if matches!(purpose, Purpose::Invite | Purpose::Reinvite) {
             Kind::Invite
         } else {
             Kind::NonInvite
@@ -559,12 +737,14 @@ impl UserAgent {
                 tx,
                 key,
                 call,
+                reg: None,
                 purpose,
                 template,
                 via: via.clone(),
                 cseq,
                 auth_attempts: 0,
                 last_nonce: None,
+                ack: None,
                 scheduled: None,
             },
         );
@@ -620,30 +800,16 @@ impl UserAgent {
             call_id: call_id.clone(),
             routes: Vec::new(),
             contact: Some(self.contact()),
+            extra: Vec::new(),
+            content_type: SDP,
             body: call.sdp.clone(),
         };
         self.calls.insert(
             handle,
             Call {
-                role: Role::Uac,
-                state: CallState::Calling,
-                dialog,
-                local_sdp: call.sdp,
-                reported: false,
-                hangup: false,
                 credentials: call.credentials,
-                invite_tx: None,
-                invite_cseq: seq,
-                invite_via: String::new(),
                 invite_template: Some(template.clone()),
-                cancel_pending: false,
-                cancel_sent: false,
-                ack_2xx: None,
-                teardown_deadline: None,
-                server_tx: None,
-                echo: None,
-                retrans: None,
-                scheduled: None,
+                ..Call::new(Role::Uac, dialog, call.sdp, seq)
             },
         );
         self.dialogs.insert((call_id, local_tag), handle);
@@ -727,6 +893,7 @@ impl UserAgent {
     }
 
     fn send_bye(&mut self, now: Instant, handle: CallHandle) {
+        self.abort_reinvite_in(now, handle);
         let contact = self.contact();
         let Some(call) = self.calls.get_mut(&handle) else {
             return;
@@ -820,9 +987,304 @@ impl UserAgent {
                         by_remote: false,
                     },
                 );
-                self.remove_call(handle);
+                self.remove_call(now, handle);
             }
         }
+    }
+
+    // ---------------------------------------------------------------- mid-call
+
+    /// Sends a re-INVITE with `sdp` (RFC 3261 §14.1), e.g. `a=sendonly` for hold and
+    /// `a=sendrecv` to resume. Outcome: [`UaEvent::ReinviteAnswered`] (ACK sent, `sdp` becomes
+    /// our current SDP) or [`UaEvent::ReinviteFailed`] (the call goes on unchanged). A 491 is
+    /// retried after the §14.1 random delay. While another re-INVITE is in progress (either
+    /// way) or the call is not confirmed, fails at once with 491. Unknown or ending calls:
+    /// nothing happens.
+    pub fn reinvite(&mut self, now: Instant, handle: CallHandle, sdp: Vec<u8>) {
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        if call.hangup {
+            return;
+        }
+        if !call.reinvite_allowed() || call.reinvite_out.is_some() {
+            self.event(UaEvent::ReinviteFailed {
+                call: handle,
+                code: 491,
+            });
+            return;
+        }
+        call.reinvite_out = Some(OutReinvite {
+            tx: None,
+            sdp,
+            retry_at: None,
+            glare_retries: 0,
+        });
+        self.resend_reinvite(now, handle);
+    }
+
+    /// Sends (again) the pending re-INVITE of `handle` with a new CSeq, unless the call is
+    /// ending; waits another round if a remote re-INVITE is being handled.
+    fn resend_reinvite(&mut self, now: Instant, handle: CallHandle) {
+        let contact = self.contact();
+        let at_cap = self.at_tx_cap();
+        let delay = self.glare_delay(handle);
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        if call.hangup || call.state != CallState::Confirmed {
+            call.reinvite_out = None;
+            self.resched_call(handle);
+            return;
+        }
+        if call.retrans.is_some() || call.reinvite_in.is_some() {
+            if let Some(out) = &mut call.reinvite_out {
+                out.retry_at = Some(now + delay);
+            }
+            self.resched_call(handle);
+            return;
+        }
+        let Some(sdp) = call.reinvite_out.as_ref().map(|o| o.sdp.clone()) else {
+            return;
+        };
+        if at_cap {
+            call.reinvite_out = None;
+            self.resched_call(handle);
+            self.event(UaEvent::ReinviteFailed {
+                call: handle,
+                code: 503,
+            });
+            return;
+        }
+        let mut template = call.dialog.request("INVITE", Some(contact));
+        template.body = sdp;
+        let seq = call.dialog.next_seq();
+        let peer = call.dialog.peer;
+        let id = self.start_client(
+            now,
+            Some(handle),
+            Purpose::Reinvite,
+            template,
+            seq,
+            None,
+            None,
+            peer,
+        );
+        if let Some(out) = self
+            .calls
+            .get_mut(&handle)
+            .and_then(|c| c.reinvite_out.as_mut())
+        {
+            out.tx = Some(id);
+            out.retry_at = None;
+        }
+        self.resched_call(handle);
+    }
+
+    /// §14.1: the owner of the Call-ID (the dialog's UAC) waits 2.1-4 s, the other side 0-2 s,
+    /// in units of 10 ms.
+    fn glare_delay(&mut self, handle: CallHandle) -> Duration {
+        let owner = self.calls.get(&handle).is_some_and(|c| c.role == Role::Uac);
+        let units = if owner {
+            self.rng.random_range(210..=400u64)
+        } else {
+            self.rng.random_range(0..=200u64)
+        };
+        Duration::from_millis(units * 10)
+    }
+
+    /// A response to one of our re-INVITEs.
+    fn reinvite_response(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        tx: u64,
+        handle: Option<CallHandle>,
+        code: u16,
+        msg: &Message<'_>,
+    ) {
+        if code < 200 {
+            return;
+        }
+        if code >= 300 {
+            self.ack_non_2xx(now, tx, msg);
+        }
+        let Some(handle) = handle.filter(|h| {
+            self.calls
+                .get(h)
+                .and_then(|c| c.reinvite_out.as_ref())
+                .is_some_and(|o| o.tx == Some(tx))
+        }) else {
+            return;
+        };
+        match code {
+            200..=299 => {
+                let contact = msg.contact().and_then(Result::ok).map(|c| c.uri.to_owned());
+                let seq = self.clients.get(&tx).map(|e| e.cseq).unwrap_or_default();
+                let branch = self.branch();
+                let via = self.our_via(&branch);
+                let ua = self.config.user_agent.clone();
+                let Some(call) = self.calls.get_mut(&handle) else {
+                    return;
+                };
+                if let Some(c) = contact {
+                    call.dialog.remote_target = c;
+                }
+                let ack = call
+                    .dialog
+                    .request("ACK", None)
+                    .render(&via, seq, "ACK", None, &ua);
+                let peer = call.dialog.peer;
+                if let Some(out) = call.reinvite_out.take() {
+                    call.local_sdp = out.sdp;
+                }
+                let report = !call.hangup;
+                self.send(peer, ack.clone());
+                if let Some(e) = self.clients.get_mut(&tx) {
+                    e.ack = Some(ack);
+                }
+                self.resched_call(handle);
+                if report {
+                    self.event(UaEvent::ReinviteAnswered {
+                        call: handle,
+                        sdp: msg.body.to_vec(),
+                    });
+                }
+            }
+            401 | 407 => {
+                if self.try_auth(now, source, tx, code, msg).is_err() {
+                    self.reinvite_failed(handle, tx, code);
+                }
+            }
+            491 => {
+                let delay = self.glare_delay(handle);
+                let Some(out) = self
+                    .calls
+                    .get_mut(&handle)
+                    .and_then(|c| c.reinvite_out.as_mut())
+                else {
+                    return;
+                };
+                if out.glare_retries >= MAX_GLARE_RETRIES {
+                    self.reinvite_failed(handle, tx, code);
+                    return;
+                }
+                out.glare_retries += 1;
+                out.tx = None;
+                out.retry_at = Some(now + delay);
+                self.resched_call(handle);
+            }
+            _ => self.reinvite_failed(handle, tx, code),
+        }
+    }
+
+    /// Our re-INVITE `tx` of `handle` ended without a 2xx: report it, keep the call.
+    fn reinvite_failed(&mut self, handle: CallHandle, tx: u64, code: u16) {
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        if call.reinvite_out.as_ref().is_none_or(|o| o.tx != Some(tx)) {
+            return;
+        }
+        call.reinvite_out = None;
+        let report = !call.hangup;
+        self.resched_call(handle);
+        if report {
+            self.event(UaEvent::ReinviteFailed { call: handle, code });
+        }
+    }
+
+    /// Answers the remote's re-INVITE announced by [`UaEvent::Reinvite`]: 2xx with `sdp` (our
+    /// current SDP when `None`; the answer becomes our current SDP) or 300-699 (the session
+    /// stays as it was; 488 for an offer we cannot take). Ignored when no re-INVITE is waiting
+    /// (e.g. already auto-answered after [`REINVITE_ANSWER_TIMEOUT`]) or `code` is not final.
+    pub fn respond_reinvite(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        code: u16,
+        sdp: Option<Vec<u8>>,
+    ) {
+        if !(200..=699).contains(&code) {
+            return;
+        }
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        let Some(pending) = call.reinvite_in.take() else {
+            return;
+        };
+        let tag = call.dialog.local_tag.clone();
+        if code >= 300 {
+            self.server_respond(now, pending.tx, &pending.echo, code, Some(&tag), &[]);
+            self.resched_server(pending.tx);
+            self.resched_call(handle);
+            return;
+        }
+        if let Some(sdp) = sdp {
+            call.local_sdp = sdp;
+        }
+        let body = call.local_sdp.clone();
+        self.server_respond(now, pending.tx, &pending.echo, code, Some(&tag), &body);
+        self.resched_server(pending.tx);
+        let bytes = self
+            .servers
+            .get(&pending.tx)
+            .and_then(|e| e.tx.last_response());
+        if let (Some(call), Some(bytes)) = (self.calls.get_mut(&handle), bytes) {
+            call.retrans = Some(Retrans2xx {
+                bytes,
+                interval: self.timers_cfg.t1,
+                next: now + self.timers_cfg.t1,
+                give_up: now + self.timers_cfg.t1x64(),
+            });
+        }
+        self.resched_call(handle);
+    }
+
+    /// Sends one DTMF digit (`0`-`9`, `*`, `#`, `A`-`D`, case-insensitive) in an in-dialog
+    /// INFO with `application/dtmf-relay` (`Signal=5\r\nDuration=160\r\n`; the duration is
+    /// capped at 10 s). Only on confirmed calls that are not ending; other digits, calls or a
+    /// full transaction table: nothing is sent. No event reports the outcome.
+    pub fn send_info_dtmf(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        digit: char,
+        duration_ms: u32,
+    ) {
+        let Some(digit) = dtmf_digit(digit) else {
+            return;
+        };
+        if self.at_tx_cap() {
+            return;
+        }
+        let contact = self.contact();
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        if call.state != CallState::Confirmed || call.hangup {
+            return;
+        }
+        let mut template = call.dialog.request("INFO", Some(contact));
+        template.content_type = DTMF_RELAY;
+        template.body = format!(
+            "Signal={digit}\r\nDuration={}\r\n",
+            duration_ms.min(MAX_DTMF_DURATION_MS)
+        )
+        .into_bytes();
+        let seq = call.dialog.next_seq();
+        let peer = call.dialog.peer;
+        self.start_client(
+            now,
+            Some(handle),
+            Purpose::Info,
+            template,
+            seq,
+            None,
+            None,
+            peer,
+        );
     }
 
     // ---------------------------------------------------------------- timers
@@ -853,6 +1315,14 @@ impl UserAgent {
                     self.call_timeout(now, handle);
                     self.resched_call(handle);
                 }
+                TimerKey::Reg(r) => {
+                    let handle = RegHandle(r);
+                    if let Some(reg) = self.regs.get_mut(&handle) {
+                        reg.scheduled = None;
+                    }
+                    self.reg_timeout(now, handle);
+                    self.resched_reg(handle);
+                }
             }
         }
     }
@@ -862,13 +1332,16 @@ impl UserAgent {
             return;
         };
         let outs = e.tx.on_timeout(now);
-        let (dest, call, purpose) = (e.tx.destination, e.call, e.purpose);
+        let (dest, call, reg, purpose) = (e.tx.destination, e.call, e.reg, e.purpose);
         for out in outs {
             match out {
                 ClientTimeout::Retransmit(bytes) => self.send(dest, bytes),
                 ClientTimeout::TimedOut => {
                     if let Some(h) = call {
                         self.client_failed(now, h, purpose, id, 408, "Request Timeout");
+                    }
+                    if let Some(r) = reg {
+                        self.register_failed(now, r, Some(id), 408, "Request Timeout");
                     }
                 }
                 ClientTimeout::Terminated => {}
@@ -879,7 +1352,7 @@ impl UserAgent {
     /// A client transaction of `handle` ended without a usable final response.
     fn client_failed(
         &mut self,
-        _now: Instant,
+        now: Instant,
         handle: CallHandle,
         purpose: Purpose,
         tx: u64,
@@ -904,7 +1377,7 @@ impl UserAgent {
                     }
                 };
                 self.report(handle, e);
-                self.remove_call(handle);
+                self.remove_call(now, handle);
             }
             Purpose::Bye => {
                 self.report(
@@ -914,8 +1387,9 @@ impl UserAgent {
                         by_remote: false,
                     },
                 );
-                self.remove_call(handle);
+                self.remove_call(now, handle);
             }
+            Purpose::Reinvite => self.reinvite_failed(handle, tx, code),
             _ => {}
         }
     }
@@ -936,6 +1410,22 @@ impl UserAgent {
 
     fn call_timeout(&mut self, now: Instant, handle: CallHandle) {
         let t2 = self.timers_cfg.t2;
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        if call.reinvite_in.as_ref().is_some_and(|i| now >= i.deadline) {
+            // The call core did not answer in time: keep the session as it is.
+            self.respond_reinvite(now, handle, 200, None);
+        }
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        if let Some(out) = &mut call.reinvite_out {
+            if out.retry_at.is_some_and(|at| now >= at) {
+                out.retry_at = None;
+                self.resend_reinvite(now, handle);
+            }
+        }
         let Some(call) = self.calls.get_mut(&handle) else {
             return;
         };
@@ -987,7 +1477,7 @@ impl UserAgent {
                     by_remote: false,
                 },
             );
-            self.remove_call(handle);
+            self.remove_call(now, handle);
         }
     }
 
@@ -1062,6 +1552,8 @@ impl UserAgent {
             Method::Invite => "INVITE",
             Method::Cancel => "CANCEL",
             Method::Bye => "BYE",
+            Method::Register => "REGISTER",
+            Method::Info => "INFO",
             _ => "",
         };
         let Some(&id) = self.client_index.get(&(branch.to_owned(), method)) else {
@@ -1090,12 +1582,18 @@ impl UserAgent {
             return;
         };
         let verdict = e.tx.on_response(now, code);
-        let (call, purpose) = (e.call, e.purpose);
+        let (call, reg, purpose) = (e.call, e.reg, e.purpose);
         match verdict {
             ClientVerdict::Ignore => {}
             ClientVerdict::ResendAck(ack) => {
                 let dest = e.tx.destination;
                 self.send(dest, ack);
+            }
+            ClientVerdict::Retransmitted2xx if purpose == Purpose::Reinvite => {
+                if let Some(ack) = e.ack.clone() {
+                    let dest = e.tx.destination;
+                    self.send(dest, ack);
+                }
             }
             ClientVerdict::Retransmitted2xx => {
                 if let Some(c) = call.and_then(|h| self.calls.get(&h)) {
@@ -1108,6 +1606,18 @@ impl UserAgent {
             ClientVerdict::Provisional | ClientVerdict::Final => match (call, purpose) {
                 (Some(h), Purpose::Invite) => {
                     self.invite_response(now, source, id, h, code, msg);
+                }
+                (_, Purpose::Reinvite) => {
+                    self.reinvite_response(now, source, id, call, code, msg);
+                }
+                (_, Purpose::Register) if code >= 200 => {
+                    if let Some(r) = reg {
+                        self.register_response(now, source, id, r, code, msg);
+                    }
+                }
+                (Some(_), Purpose::Info) if code == 401 || code == 407 => {
+                    // A refused challenge just drops the digit.
+                    let _ = self.try_auth(now, source, id, code, msg);
                 }
                 (Some(h), Purpose::Bye) if code >= 200 => {
                     if (code == 401 || code == 407)
@@ -1123,7 +1633,7 @@ impl UserAgent {
                             by_remote: false,
                         },
                     );
-                    self.remove_call(h);
+                    self.remove_call(now, h);
                 }
                 _ => {}
             },
@@ -1194,7 +1704,7 @@ impl UserAgent {
                             reason: "2xx without To tag".into(),
                         },
                     );
-                    self.remove_call(handle);
+                    self.remove_call(now, handle);
                     return;
                 };
                 call.dialog.uac_update(&tag, rr, contact.as_deref(), true);
@@ -1237,7 +1747,7 @@ impl UserAgent {
                                     reason: reason.into(),
                                 },
                             );
-                            self.remove_call(handle);
+                            self.remove_call(now, handle);
                             return;
                         }
                     }
@@ -1264,7 +1774,7 @@ impl UserAgent {
                     }
                 };
                 self.report(handle, e);
-                self.remove_call(handle);
+                self.remove_call(now, handle);
             }
         }
     }
@@ -1301,15 +1811,24 @@ impl UserAgent {
         msg: &Message<'_>,
     ) -> Result<(), &'static str> {
         let e = self.clients.get(&tx).ok_or("unknown transaction")?;
-        let handle = e.call.ok_or("no call")?;
+        let (owner_call, owner_reg) = (e.call, e.reg);
         if source != e.tx.destination {
             return Err("challenge from unexpected address");
         }
         if e.auth_attempts >= MAX_AUTH_ATTEMPTS {
             return Err("too many challenges");
         }
-        let call = self.calls.get(&handle).ok_or("no call")?;
-        let creds = call.credentials.clone().ok_or("no credentials")?;
+        let creds = match (owner_call, owner_reg) {
+            (Some(h), _) => self.calls.get(&h).ok_or("no call")?.credentials.clone(),
+            (None, Some(r)) => self
+                .regs
+                .get(&r)
+                .ok_or("no registration")?
+                .credentials()
+                .cloned(),
+            (None, None) => return Err("no owner"),
+        };
+        let creds = creds.ok_or("no credentials")?;
         let (hname, aname) = if code == 407 {
             ("Proxy-Authenticate", "Proxy-Authorization")
         } else {
@@ -1384,11 +1903,14 @@ impl UserAgent {
             e.auth_attempts + 1,
             e.tx.destination,
         );
-        let call = self.calls.get_mut(&handle).ok_or("no call")?;
-        let seq = call.dialog.next_seq();
+        let seq = match (owner_call, owner_reg) {
+            (Some(h), _) => self.calls.get_mut(&h).ok_or("no call")?.dialog.next_seq(),
+            (None, Some(r)) => self.regs.get_mut(&r).ok_or("no registration")?.next_seq(),
+            (None, None) => return Err("no owner"),
+        };
         let new = self.start_client(
             now,
-            Some(handle),
+            owner_call,
             purpose,
             template,
             seq,
@@ -1397,15 +1919,23 @@ impl UserAgent {
             dest,
         );
         if let Some(n) = self.clients.get_mut(&new) {
+            n.reg = owner_reg;
             n.auth_attempts = attempts;
             n.last_nonce = Some(nonce);
-            // Keep the credentials on re-renders (CANCEL copies the INVITE's headers but
-            // must not carry them; ACK for non-2xx reuses the template, which is fine).
         }
-        if purpose == Purpose::Invite {
-            if let Some(c) = self.calls.get_mut(&handle) {
-                c.state = CallState::Calling;
+        match (purpose, owner_call, owner_reg) {
+            (Purpose::Invite, Some(h), _) => {
+                if let Some(c) = self.calls.get_mut(&h) {
+                    c.state = CallState::Calling;
+                }
             }
+            (Purpose::Reinvite, Some(h), _) => {
+                if let Some(out) = self.calls.get_mut(&h).and_then(|c| c.reinvite_out.as_mut()) {
+                    out.tx = Some(new);
+                }
+            }
+            (Purpose::Register, _, Some(r)) => self.reg_sent(r, new),
+            _ => {}
         }
         Ok(())
     }
@@ -1456,6 +1986,7 @@ impl UserAgent {
                 tx: ServerTx::new(kind, source, self.timers_cfg),
                 key,
                 call: None,
+                reinvite: None,
                 scheduled: None,
             },
         );
@@ -1568,25 +2099,9 @@ impl UserAgent {
         self.calls.insert(
             handle,
             Call {
-                role: Role::Uas,
-                state: CallState::Calling,
-                dialog,
-                local_sdp: Vec::new(),
-                reported: false,
-                hangup: false,
-                credentials: None,
-                invite_tx: None,
-                invite_cseq: req.cseq,
-                invite_via: String::new(),
-                invite_template: None,
-                cancel_pending: false,
-                cancel_sent: false,
-                ack_2xx: None,
-                teardown_deadline: None,
                 server_tx: Some(id),
                 echo: Some(echo),
-                retrans: None,
-                scheduled: None,
+                ..Call::new(Role::Uas, dialog, Vec::new(), req.cseq)
             },
         );
         self.dialogs
@@ -1602,6 +2117,18 @@ impl UserAgent {
             return;
         };
         self.server_respond(now, id, echo, 200, None, &[]);
+        if let Some(handle) = self.servers.get(&inv_id).and_then(|e| e.reinvite) {
+            // A re-INVITE cancelled before we answered it: 487, the call goes on.
+            if self
+                .calls
+                .get(&handle)
+                .and_then(|c| c.reinvite_in.as_ref())
+                .is_some_and(|i| i.tx == inv_id)
+            {
+                self.abort_reinvite_in(now, handle);
+            }
+            return;
+        }
         let Some(handle) = self.servers.get(&inv_id).and_then(|e| e.call) else {
             return;
         };
@@ -1630,7 +2157,7 @@ impl UserAgent {
                 by_remote: true,
             },
         );
-        self.remove_call(handle);
+        self.remove_call(now, handle);
     }
 
     fn find_dialog(&self, req: &Req<'_>) -> Option<CallHandle> {
@@ -1717,33 +2244,47 @@ impl UserAgent {
                                 by_remote: true,
                             },
                         );
-                        self.remove_call(handle);
+                        self.remove_call(now, handle);
                     }
                 }
             }
             Method::Invite => {
-                if call.retrans.is_some() || call.state != CallState::Confirmed {
-                    // §14.2: a re-INVITE while ours is pending.
+                if !call.reinvite_allowed() {
+                    // §14.2: a re-INVITE while one is pending (either way), or before the
+                    // dialog is confirmed.
                     self.server_respond(now, id, echo, 491, Some(&tag), &[]);
                     return;
                 }
                 if let Some(Ok(c)) = req.msg.contact() {
                     call.dialog.remote_target = c.uri.to_owned();
                 }
-                let sdp = call.local_sdp.clone();
-                self.server_respond(now, id, echo, 200, Some(&tag), &sdp);
-                let bytes = self.servers.get(&id).and_then(|e| e.tx.last_response());
-                if let (Some(call), Some(bytes)) = (self.calls.get_mut(&handle), bytes) {
-                    call.retrans = Some(Retrans2xx {
-                        bytes,
-                        interval: self.timers_cfg.t1,
-                        next: now + self.timers_cfg.t1,
-                        give_up: now + self.timers_cfg.t1x64(),
-                    });
+                call.reinvite_in = Some(InReinvite {
+                    tx: id,
+                    echo: echo.clone(),
+                    deadline: now + REINVITE_ANSWER_TIMEOUT,
+                });
+                if let Some(e) = self.servers.get_mut(&id) {
+                    e.reinvite = Some(handle);
                 }
                 self.resched_call(handle);
+                self.event(UaEvent::Reinvite {
+                    call: handle,
+                    sdp: req.msg.body.to_vec(),
+                });
             }
-            Method::Options | Method::Info | Method::Notify => {
+            Method::Info => {
+                let digit = is_dtmf_relay(req.msg.content_type())
+                    .then(|| parse_dtmf_relay(req.msg.body))
+                    .flatten();
+                self.server_respond(now, id, echo, 200, Some(&tag), &[]);
+                if let Some(digit) = digit {
+                    self.event(UaEvent::Dtmf {
+                        call: handle,
+                        digit,
+                    });
+                }
+            }
+            Method::Options | Method::Notify => {
                 self.server_respond(now, id, echo, 200, Some(&tag), &[]);
             }
             Method::Update => {
@@ -1756,6 +2297,44 @@ impl UserAgent {
             }
             _ => self.server_respond(now, id, echo, 501, Some(&tag), &[]),
         }
+    }
+}
+
+/// A DTMF digit in canonical form (`a`-`d` upper-cased), if it is one.
+fn dtmf_digit(c: char) -> Option<char> {
+    let c = c.to_ascii_uppercase();
+    matches!(c, '0'..='9' | '*' | '#' | 'A'..='D').then_some(c)
+}
+
+/// Whether a Content-Type is `application/dtmf-relay` (parameters and case ignored).
+fn is_dtmf_relay(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(DTMF_RELAY))
+}
+
+/// The digit of an `application/dtmf-relay` body: `Signal=` with one of `0-9*#A-D`, or the
+/// event numbers 10-15 (RFC 4733 order: `*`, `#`, `A`-`D`). Looks at the first 16 lines only.
+fn parse_dtmf_relay(body: &[u8]) -> Option<char> {
+    let text = std::str::from_utf8(body.get(..body.len().min(1024))?).ok()?;
+    let value = text.lines().take(16).find_map(|line| {
+        let (name, value) = line.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("Signal")
+            .then_some(value.trim())
+    })?;
+    let mut chars = value.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) => dtmf_digit(c),
+        _ => match value {
+            "10" => Some('*'),
+            "11" => Some('#'),
+            "12" => Some('A'),
+            "13" => Some('B'),
+            "14" => Some('C'),
+            "15" => Some('D'),
+            _ => None,
+        },
     }
 }
 
@@ -1933,6 +2512,9 @@ fn build_response(
     let ctype = (!body.is_empty()).then_some("application/sdp");
     b.finish(ctype, body)
 }
+
+#[path = "ua_register.rs"]
+mod register;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
