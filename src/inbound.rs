@@ -65,7 +65,11 @@ pub async fn serve(
 }
 
 /// Registers users while they are online.
-pub async fn registrar(mut changes: mpsc::UnboundedReceiver<Change>, config: Arc<Config>, sip: SipHandle) {
+pub async fn registrar(
+    mut changes: mpsc::UnboundedReceiver<Change>,
+    config: Arc<Config>,
+    sip: SipHandle,
+) {
     let Some(registrar) = config.sip.registrar else {
         // Nothing to register with: drain the changes so the channel never fills.
         while changes.recv().await.is_some() {}
@@ -83,7 +87,10 @@ pub async fn registrar(mut changes: mpsc::UnboundedReceiver<Change>, config: Arc
                 let Some(user) = config.users.iter().find(|u| u.name == name) else {
                     continue;
                 };
-                let aor_user = user.sip_username.clone().unwrap_or_else(|| user.name.clone());
+                let aor_user = user
+                    .sip_username
+                    .clone()
+                    .unwrap_or_else(|| user.name.clone());
                 let registration = Registration {
                     registrar,
                     aor: format!("sip:{aor_user}@{domain}"),
@@ -120,6 +127,12 @@ pub async fn registrar(mut changes: mpsc::UnboundedReceiver<Change>, config: Arc
                 if let Some(handle) = active.remove(&name) {
                     sip.unregister(handle);
                 }
+            }
+            Change::Shutdown => {
+                for (_, handle) in active.drain() {
+                    sip.unregister(handle);
+                }
+                return;
             }
         }
     }

@@ -14,6 +14,8 @@ use crate::call::driver::ClientSink;
 pub enum Change {
     Online(String),
     Offline(String),
+    /// The relay is stopping: unregister everyone.
+    Shutdown,
 }
 
 /// The set of signed-in sessions.
@@ -80,6 +82,11 @@ impl Presence {
             .unwrap_or_default()
     }
 
+    /// Tells the registrar the relay is stopping.
+    pub fn shutdown(&self) {
+        let _ = self.changes.send(Change::Shutdown);
+    }
+
     /// Users with at least one session.
     pub fn online(&self) -> usize {
         self.lock().users.len()
@@ -93,7 +100,10 @@ impl Drop for PresenceGuard {
             sessions.retain(|(id, _)| *id != self.id);
             if sessions.is_empty() {
                 inner.users.remove(&self.user);
-                let _ = self.presence.changes.send(Change::Offline(self.user.clone()));
+                let _ = self
+                    .presence
+                    .changes
+                    .send(Change::Offline(self.user.clone()));
             }
         }
     }
@@ -115,7 +125,10 @@ mod tests {
         let a = presence.sign_in("alice", sink());
         let b = presence.sign_in("alice", sink());
         assert_eq!(changes.try_recv(), Ok(Change::Online("alice".into())));
-        assert!(changes.try_recv().is_err(), "a second session changes nothing");
+        assert!(
+            changes.try_recv().is_err(),
+            "a second session changes nothing"
+        );
         assert_eq!(presence.sessions("alice").len(), 2);
         drop(a);
         assert!(changes.try_recv().is_err());

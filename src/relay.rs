@@ -11,6 +11,8 @@ use tracing::info;
 use crate::call::driver::Calls;
 use crate::config::{uri_host_port, Config};
 use crate::door;
+use crate::inbound;
+use crate::presence::Presence;
 use crate::rtp_leg::PortPool;
 use crate::session::Authority;
 use crate::sip::{UaConfig, UserAgent};
@@ -20,6 +22,7 @@ use crate::sip_endpoint::{self, SipHandle};
 pub struct Relay {
     config: Arc<Config>,
     calls: Calls,
+    presence: Presence,
     sip: SipHandle,
     builtin: Option<SipHandle>,
     stop: watch::Sender<bool>,
@@ -34,6 +37,7 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub authority: Authority,
     pub calls: Calls,
+    pub presence: Presence,
 }
 
 impl Relay {
@@ -71,14 +75,28 @@ impl Relay {
             },
             rand::random(),
         );
-        // Incoming calls to clients arrive with inbound calling (not yet): refused with 480.
-        let sip = sip_endpoint::spawn(socket, ua, None, "relay");
+        let (incoming_tx, incoming_rx) = tokio::sync::mpsc::unbounded_channel();
+        let sip = sip_endpoint::spawn(socket, ua, Some(incoming_tx), "relay");
         let authority = Authority::new(Arc::clone(&config));
         let calls = Calls::new(Arc::clone(&config), sip.clone(), pool, authority.clone());
+        let (presence, changes) = Presence::new();
+        tokio::spawn(inbound::serve(
+            incoming_rx,
+            Arc::clone(&config),
+            sip.clone(),
+            presence.clone(),
+            calls.clone(),
+        ));
+        tokio::spawn(inbound::registrar(
+            changes,
+            Arc::clone(&config),
+            sip.clone(),
+        ));
         let shared = Shared {
             config: Arc::clone(&config),
             authority,
             calls: calls.clone(),
+            presence: presence.clone(),
         };
         let (stop, stop_rx) = watch::channel(false);
         let mut door_tasks = Vec::new();
@@ -99,6 +117,7 @@ impl Relay {
         Ok(Relay {
             config,
             calls,
+            presence,
             sip,
             builtin,
             stop,
@@ -128,6 +147,7 @@ impl Relay {
         let _ = self.stop.send(true);
         let grace = Duration::from_secs(self.config.limits.drain_timeout_secs);
         self.calls.shutdown(grace).await;
+        self.presence.shutdown();
         // Let BYE/CANCEL transactions complete (bounded by the SIP timers' own limits).
         self.sip.drained(Duration::from_secs(5)).await;
         if let Some(b) = &self.builtin {

@@ -27,19 +27,37 @@ pub enum RegistrationEvent {
 /// What the SIP side tells one call.
 #[derive(Debug)]
 pub enum SipCallEvent {
-    Progress { code: u16, sdp: Option<Vec<u8>> },
-    Answered { sdp: Vec<u8> },
+    Progress {
+        code: u16,
+        sdp: Option<Vec<u8>>,
+    },
+    Answered {
+        sdp: Vec<u8>,
+    },
     Confirmed,
-    Failed { code: u16, reason: String },
-    Ended { by_remote: bool },
+    Failed {
+        code: u16,
+        reason: String,
+    },
+    Ended {
+        by_remote: bool,
+    },
     /// The far end's re-INVITE (answer with [`SipHandle::respond_reinvite`]).
-    Reinvite { sdp: Vec<u8> },
+    Reinvite {
+        sdp: Vec<u8>,
+    },
     /// Our re-INVITE was answered.
-    ReinviteAnswered { sdp: Vec<u8> },
+    ReinviteAnswered {
+        sdp: Vec<u8>,
+    },
     /// Our re-INVITE was refused; the dialog goes on.
-    ReinviteFailed { code: u16 },
+    ReinviteFailed {
+        code: u16,
+    },
     /// DTMF by SIP INFO.
-    Dtmf { digit: char },
+    Dtmf {
+        digit: char,
+    },
 }
 
 /// A call offered to this endpoint.
@@ -163,7 +181,7 @@ impl SipHandle {
         let _ = self.tx.send(Command::Unregister(reg));
     }
 
-    /// SIP calls (dialogs and pending INVITEs) the user agent still holds.
+    /// SIP calls (dialogs and pending INVITEs) and registrations the user agent still holds.
     pub fn active_calls(&self) -> usize {
         self.active.load(Ordering::Relaxed)
     }
@@ -242,9 +260,16 @@ async fn run(
             }
         }
         while let Some(event) = ua.poll_event() {
-            dispatch(event, &mut calls, &mut regs, incoming.as_ref(), &mut ua, label);
+            dispatch(
+                event,
+                &mut calls,
+                &mut regs,
+                incoming.as_ref(),
+                &mut ua,
+                label,
+            );
         }
-        active.store(ua.active_calls(), Ordering::Relaxed);
+        active.store(ua.active_calls() + ua.registrations(), Ordering::Relaxed);
         if !handles_open && ua.active_calls() == 0 && ua.registrations() == 0 {
             debug!(label, "sip endpoint done");
             return;
@@ -342,7 +367,6 @@ fn dispatch(
             warn!(%source, reason, endpoint = label, "sip datagram dropped");
             metrics::counter!(m::SIP_DROPPED_TOTAL, "reason" => reason).increment(1);
         }
-        other => debug!(?other, endpoint = label, "sip event not handled"),
     }
 }
 

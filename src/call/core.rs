@@ -33,20 +33,37 @@ pub struct CallSettings {
 /// What the client legs are told.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientCommand {
-    Ringing { code: u16 },
-    Answered { codec: Codec },
+    Ringing {
+        code: u16,
+    },
+    Answered {
+        codec: Codec,
+    },
     Audio(MediaFrame),
     Dtmf(char),
-    Ended { code: u16, reason: String },
+    Ended {
+        code: u16,
+        reason: String,
+    },
     /// An inbound call offered to this client.
-    Incoming { from: String, codec: Codec },
+    Incoming {
+        from: String,
+        codec: Codec,
+    },
     /// Another session of the same user answered the inbound call.
     AnsweredElsewhere,
     /// Media is on hold (`by_remote`: the far end put us on hold) or resumed.
-    Held { by_remote: bool },
-    Unheld { by_remote: bool },
+    Held {
+        by_remote: bool,
+    },
+    Unheld {
+        by_remote: bool,
+    },
     /// A request this call could not carry out (e.g. DTMF without telephone-event).
-    Error { code: &'static str, reason: String },
+    Error {
+        code: &'static str,
+        reason: String,
+    },
 }
 
 /// Something the driver must do.
@@ -71,11 +88,18 @@ pub enum Output {
     /// Hang up the SIP side (CANCEL or BYE, the SIP layer knows which).
     SipHangup,
     /// Inbound call: answer the INVITE (`sdp` for 2xx) or reject it.
-    SipRespond { code: u16, sdp: Option<Vec<u8>> },
+    SipRespond {
+        code: u16,
+        sdp: Option<Vec<u8>>,
+    },
     /// Send a re-INVITE with this SDP (hold / resume).
-    SipReinvite { sdp: Vec<u8> },
+    SipReinvite {
+        sdp: Vec<u8>,
+    },
     /// Answer the far end's re-INVITE.
-    SipReinviteAnswer { sdp: Vec<u8> },
+    SipReinviteAnswer {
+        sdp: Vec<u8>,
+    },
     Dropped(DropReason),
     /// A packet forwarded (for metrics): leg, direction, bytes.
     Forwarded {
@@ -195,7 +219,11 @@ impl CallCore {
 
     /// An inbound call: `offer` is the INVITE's SDP. Errors with the SIP status to reject with
     /// (488 when no audio codec is shared).
-    pub fn new_incoming(now: Instant, settings: CallSettings, offer: &[u8]) -> Result<CallCore, u16> {
+    pub fn new_incoming(
+        now: Instant,
+        settings: CallSettings,
+        offer: &[u8],
+    ) -> Result<CallCore, u16> {
         let mut core = CallCore::new(now, settings);
         if !core.apply_remote_sdp(offer, true) {
             return Err(488);
@@ -258,7 +286,8 @@ impl CallCore {
         self.answered_at = Some(now);
         self.last_rtp_at = Some(now);
         if let Some(codec) = self.codec() {
-            self.outputs.push_back(Output::Client(ClientCommand::Answered { codec }));
+            self.outputs
+                .push_back(Output::Client(ClientCommand::Answered { codec }));
         }
     }
 
@@ -267,7 +296,8 @@ impl CallCore {
         if self.state != State::Incoming {
             return;
         }
-        self.outputs.push_back(Output::SipRespond { code, sdp: None });
+        self.outputs
+            .push_back(Output::SipRespond { code, sdp: None });
         self.end(code, reason);
     }
 
@@ -297,13 +327,17 @@ impl CallCore {
         let was = self.remote_hold;
         let hold = sdp::SessionDescription::parse(offer)
             .ok()
-            .and_then(|d| d.first_audio().map(|a| !d.media_direction(a).sends() || a.port == 0))
+            .and_then(|d| {
+                d.first_audio()
+                    .map(|a| !d.media_direction(a).sends() || a.port == 0)
+            })
             .unwrap_or(false);
         self.apply_remote_sdp(offer, false);
         self.remote_hold = hold;
         self.last_rtp_at = Some(now);
         let answer = self.local_sdp(self.our_direction(), false);
-        self.outputs.push_back(Output::SipReinviteAnswer { sdp: answer });
+        self.outputs
+            .push_back(Output::SipReinviteAnswer { sdp: answer });
         if hold != was {
             let cmd = if hold {
                 ClientCommand::Held { by_remote: true }
@@ -316,7 +350,8 @@ impl CallCore {
 
     /// DTMF from the network by SIP INFO.
     pub fn sip_dtmf(&mut self, digit: char) {
-        self.outputs.push_back(Output::Client(ClientCommand::Dtmf(digit)));
+        self.outputs
+            .push_back(Output::Client(ClientCommand::Dtmf(digit)));
     }
 
     pub fn on_hold(&self) -> bool {
@@ -417,8 +452,10 @@ impl CallCore {
         self.state = State::Answered;
         self.answered_at = Some(now);
         self.last_rtp_at = Some(now);
-        self.outputs
-            .push_back(Output::Client(ClientCommand::Answered));
+        if let Some(codec) = self.codec() {
+            self.outputs
+                .push_back(Output::Client(ClientCommand::Answered { codec }));
+        }
     }
 
     /// SIP final failure (after authentication handling).

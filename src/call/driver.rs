@@ -266,7 +266,13 @@ impl Calls {
             ports,
             audio_rx,
             control_rx,
-            legs: HashMap::from([(leg, Leg { sink, offered: false })]),
+            legs: HashMap::from([(
+                leg,
+                Leg {
+                    sink,
+                    offered: false,
+                },
+            )]),
         };
         let span = tracing::info_span!("call", id, user = identity.name(), target = %route.target);
         tokio::spawn(task.run().instrument(span));
@@ -288,7 +294,9 @@ impl Calls {
         if reg.by_key.len() >= self.ctx.config.limits.max_calls {
             return Err(503);
         }
-        if reg.per_user.get(identity).copied().unwrap_or(0) >= self.ctx.config.limits.max_calls_per_user {
+        if reg.per_user.get(identity).copied().unwrap_or(0)
+            >= self.ctx.config.limits.max_calls_per_user
+        {
             return Err(486);
         }
         let ports = self.ctx.pool.allocate().map_err(|_| 503u16)?;
@@ -318,7 +326,15 @@ impl Calls {
             control_rx,
             legs: legs
                 .into_iter()
-                .map(|(leg, sink)| (leg, Leg { sink: Some(sink), offered: true }))
+                .map(|(leg, sink)| {
+                    (
+                        leg,
+                        Leg {
+                            sink: Some(sink),
+                            offered: true,
+                        },
+                    )
+                })
                 .collect(),
         };
         let span = tracing::info_span!("call", id, user = identity.name(), direction = "inbound");
@@ -438,8 +454,13 @@ impl CallTask {
         let (mut core, handle) = match &self.direction {
             Direction::Outbound(route) => {
                 let core = CallCore::new(started, self.settings());
-                let handle = sip.invite(self.outgoing(route, core.offer_sdp()), sip_tx).await;
-                info!(rtp_port = self.ports.rtp_port, "dialling {}", route.request_uri);
+                let handle = sip
+                    .invite(self.outgoing(route, core.offer_sdp()), sip_tx)
+                    .await;
+                info!(
+                    rtp_port = self.ports.rtp_port,
+                    "dialling {}", route.request_uri
+                );
                 (core, handle)
             }
             Direction::Inbound(inbound) => {
@@ -519,12 +540,19 @@ impl CallTask {
             }
             while let Some(out) = core.poll_output() {
                 match out {
-                    Output::Rtp { dest, header, payload } => send_rtp(&self.ports.rtp, dest, &header, &payload),
+                    Output::Rtp {
+                        dest,
+                        header,
+                        payload,
+                    } => send_rtp(&self.ports.rtp, dest, &header, &payload),
                     Output::RtpOwned { dest, packet } => {
                         let _ = self.ports.rtp.try_send_to(&packet, dest);
                     }
                     Output::Rtcp { dest, packet, len } => {
-                        let _ = self.ports.rtcp.try_send_to(packet.get(..len).unwrap_or_default(), dest);
+                        let _ = self
+                            .ports
+                            .rtcp
+                            .try_send_to(packet.get(..len).unwrap_or_default(), dest);
                     }
                     Output::Client(cmd) => self.to_clients(cmd),
                     Output::SipHangup => {
@@ -541,7 +569,8 @@ impl CallTask {
                         }
                         if (200..300).contains(&code) {
                             outcome = "answered";
-                            metrics::histogram!(m::CALL_SETUP_SECONDS).record(started.elapsed().as_secs_f64());
+                            metrics::histogram!(m::CALL_SETUP_SECONDS)
+                                .record(started.elapsed().as_secs_f64());
                         }
                     }
                     Output::SipReinvite { sdp } => {
@@ -555,19 +584,25 @@ impl CallTask {
                         }
                     }
                     Output::Dropped(reason) => {
-                        metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => reason).increment(1);
+                        metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => reason)
+                            .increment(1);
                     }
                     Output::Forwarded { toward_sip, bytes } => {
                         if toward_sip {
                             metrics::counter!(m::PACKETS_TOTAL, "leg" => "rtp", "direction" => "out").increment(1);
-                            metrics::counter!(m::BYTES_TOTAL, "leg" => "rtp", "direction" => "out").increment(bytes as u64);
+                            metrics::counter!(m::BYTES_TOTAL, "leg" => "rtp", "direction" => "out")
+                                .increment(bytes as u64);
                         }
                     }
                     Output::Finished => finished = true,
                 }
             }
         }
-        info!(outcome, secs = started.elapsed().as_secs_f32(), "call ended");
+        info!(
+            outcome,
+            secs = started.elapsed().as_secs_f32(),
+            "call ended"
+        );
         metrics::counter!(m::CALLS_TOTAL, "outcome" => outcome).increment(1);
         metrics::gauge!(m::CALLS_ACTIVE).decrement(1.0);
         self.calls.finished(&self.key, self.id);
@@ -579,7 +614,13 @@ impl CallTask {
                 if let Some(s) = &sink {
                     replay_state(core, leg, &self.me, s);
                 }
-                self.legs.insert(leg, Leg { sink, offered: false });
+                self.legs.insert(
+                    leg,
+                    Leg {
+                        sink,
+                        offered: false,
+                    },
+                );
             }
             Some(Control::Detach { leg }) => {
                 self.legs.remove(&leg);
@@ -591,13 +632,25 @@ impl CallTask {
             Some(Control::Hangup) => core.client_hangup(),
             Some(Control::Dtmf { leg, digits }) => {
                 if let Err(why) = core.client_dtmf(Instant::now(), &digits) {
-                    self.to_leg(leg, ClientCommand::Error { code: "dtmf_unavailable", reason: why.to_string() });
+                    self.to_leg(
+                        leg,
+                        ClientCommand::Error {
+                            code: "dtmf_unavailable",
+                            reason: why.to_string(),
+                        },
+                    );
                 }
             }
             Some(Control::Answer { leg }) => {
                 let offered = self.legs.get(&leg).is_some_and(|l| l.offered);
                 if core.state() != super::State::Incoming || !offered {
-                    self.to_leg(leg, ClientCommand::Error { code: "not_ringing", reason: "this call is not ringing".into() });
+                    self.to_leg(
+                        leg,
+                        ClientCommand::Error {
+                            code: "not_ringing",
+                            reason: "this call is not ringing".into(),
+                        },
+                    );
                     return;
                 }
                 // The first answer wins; every other session is told and let go.
@@ -628,7 +681,11 @@ impl CallTask {
 
     fn to_leg(&self, leg: LegId, cmd: ClientCommand) {
         if let Some(sink) = self.legs.get(&leg).and_then(|l| l.sink.as_ref()) {
-            let _ = sink.control.send(ToClient { leg, call: self.me.clone(), cmd });
+            let _ = sink.control.send(ToClient {
+                leg,
+                call: self.me.clone(),
+                cmd,
+            });
         }
     }
 
@@ -637,7 +694,9 @@ impl CallTask {
     fn to_clients(&self, cmd: ClientCommand) {
         let mut seen: Vec<&ClientSink> = Vec::with_capacity(self.legs.len());
         for (leg, l) in &self.legs {
-            let Some(sink) = l.sink.as_ref() else { continue };
+            let Some(sink) = l.sink.as_ref() else {
+                continue;
+            };
             if seen.iter().any(|s| s.control.same_channel(&sink.control)) {
                 continue;
             }
@@ -645,11 +704,16 @@ impl CallTask {
             match &cmd {
                 ClientCommand::Audio(frame) => {
                     if sink.audio.try_send((*leg, frame.clone())).is_err() {
-                        metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "client_behind").increment(1);
+                        metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "client_behind")
+                            .increment(1);
                     }
                 }
                 other => {
-                    let _ = sink.control.send(ToClient { leg: *leg, call: self.me.clone(), cmd: other.clone() });
+                    let _ = sink.control.send(ToClient {
+                        leg: *leg,
+                        call: self.me.clone(),
+                        cmd: other.clone(),
+                    });
                 }
             }
         }
@@ -666,7 +730,11 @@ fn replay_state(core: &CallCore, leg: LegId, call: &CallRef, sink: &ClientSink) 
         },
         _ => return,
     };
-    let _ = sink.control.send(ToClient { leg, call: call.clone(), cmd });
+    let _ = sink.control.send(ToClient {
+        leg,
+        call: call.clone(),
+        cmd,
+    });
 }
 
 /// Sends header + payload as one datagram without joining them in memory (sendmsg with two

@@ -202,6 +202,10 @@ impl Connection {
             }
         }
         let id = self.shared.authority.authenticate(token)?;
+        if let (Identity::User(name), None) = (&id, &self.presence) {
+            // Signed in: inbound calls for this user ring here too.
+            self.presence = Some(self.shared.presence.sign_in(name, self.sink()));
+        }
         self.identity = Some(id.clone());
         Ok(id)
     }
@@ -311,7 +315,8 @@ impl Connection {
             RtmpEvent::Answer => match self.offered.drain().next() {
                 Some((leg, call)) => {
                     call.answer(leg);
-                    self.calls.insert(format!("inbound-{}", call.id), (call, vec![leg]));
+                    self.calls
+                        .insert(format!("inbound-{}", call.id), (call, vec![leg]));
                 }
                 None => session.send_error("no incoming call to answer"),
             },
@@ -432,7 +437,10 @@ impl Connection {
                 // An inbound call that rang here ended before this connection answered it.
                 session.send_command(
                     "onHangup",
-                    &[Amf0Value::Number(f64::from(code)), Amf0Value::String(&reason)],
+                    &[
+                        Amf0Value::Number(f64::from(code)),
+                        Amf0Value::String(&reason),
+                    ],
                 );
             }
             ClientCommand::Ended { code, reason } => {
