@@ -1313,3 +1313,179 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod inbound_and_hold_tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    fn settings() -> CallSettings {
+        CallSettings {
+            rtp_ip: "127.0.0.1".parse().unwrap(),
+            rtp_port: 30000,
+            ptime: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+            inactivity_timeout: Duration::from_secs(5),
+            ring_timeout: Duration::from_secs(10),
+            telephone_event_pt: 101,
+            seed: 42,
+        }
+    }
+
+    fn sdp_with(dir: &str, pts: &str) -> Vec<u8> {
+        format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio 40000 RTP/AVP {pts}\r\na=rtpmap:101 telephone-event/8000\r\na={dir}\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn drain(core: &mut CallCore) -> Vec<Output> {
+        std::iter::from_fn(|| core.poll_output()).collect()
+    }
+
+    fn direction_of(sdp: &[u8]) -> sdp::Direction {
+        let d = sdp::SessionDescription::parse(sdp).expect("sdp");
+        let a = d.first_audio().expect("audio");
+        d.media_direction(a)
+    }
+
+    #[test]
+    fn inbound_offer_without_g711_is_refused_with_488() {
+        let r = CallCore::new_incoming(Instant::now(), settings(), &sdp_with("sendrecv", "9"));
+        assert_eq!(r.err(), Some(488));
+    }
+
+    #[test]
+    fn answering_an_inbound_call_sends_200_with_one_codec_and_telephone_event() {
+        let t0 = Instant::now();
+        let mut core = CallCore::new_incoming(t0, settings(), &sdp_with("sendrecv", "8 0 101"))
+            .expect("offer");
+        assert_eq!(core.state(), State::Incoming);
+        assert_eq!(
+            core.codec(),
+            Some(Codec::Pcma),
+            "the offerer's first shared codec"
+        );
+        core.client_answer(t0);
+        let outs = drain(&mut core);
+        let answer = outs
+            .iter()
+            .find_map(|o| match o {
+                Output::SipRespond {
+                    code: 200,
+                    sdp: Some(s),
+                } => Some(s.clone()),
+                _ => None,
+            })
+            .expect("200 with SDP");
+        let d = sdp::SessionDescription::parse(&answer).expect("answer parses");
+        let a = d.first_audio().expect("audio");
+        assert_eq!(a.formats, vec![8, 101]);
+        assert!(outs.iter().any(|o| matches!(
+            o,
+            Output::Client(ClientCommand::Answered { codec: Codec::Pcma })
+        )));
+        assert_eq!(core.state(), State::Answered);
+    }
+
+    #[test]
+    fn an_unanswered_inbound_call_gets_480_after_the_ring_timeout() {
+        let t0 = Instant::now();
+        let mut core =
+            CallCore::new_incoming(t0, settings(), &sdp_with("sendrecv", "0")).expect("offer");
+        core.handle_timeout(t0 + Duration::from_secs(10), SystemTime::UNIX_EPOCH);
+        let outs = drain(&mut core);
+        assert!(outs.iter().any(|o| matches!(
+            o,
+            Output::SipRespond {
+                code: 480,
+                sdp: None
+            }
+        )));
+        assert!(matches!(outs.last(), Some(Output::Finished)));
+    }
+
+    #[test]
+    fn a_caller_who_cancels_ends_the_offer_with_487() {
+        let t0 = Instant::now();
+        let mut core =
+            CallCore::new_incoming(t0, settings(), &sdp_with("sendrecv", "0")).expect("offer");
+        core.sip_ended(true);
+        assert!(drain(&mut core)
+            .iter()
+            .any(|o| matches!(o, Output::Client(ClientCommand::Ended { code: 487, .. }))));
+    }
+
+    #[test]
+    fn local_hold_reinvites_sendonly_stops_media_and_resume_restores_it() {
+        let t0 = Instant::now();
+        let mut core = CallCore::new(t0, settings());
+        core.sip_answered(t0, &sdp_with("sendrecv", "0 101"));
+        drain(&mut core);
+        core.client_hold(true);
+        let outs = drain(&mut core);
+        let offer = outs
+            .iter()
+            .find_map(|o| match o {
+                Output::SipReinvite { sdp } => Some(sdp.clone()),
+                _ => None,
+            })
+            .expect("re-INVITE");
+        assert_eq!(direction_of(&offer), sdp::Direction::SendOnly);
+        assert!(outs
+            .iter()
+            .any(|o| matches!(o, Output::Client(ClientCommand::Held { by_remote: false }))));
+        // On hold: client audio is not sent, and silence from the far end does not end the call.
+        core.client_audio(
+            t0,
+            MediaFrame {
+                codec: Codec::Pcmu,
+                timestamp: 0,
+                marker: false,
+                payload: Bytes::from_static(&[0xFF; 160]),
+            },
+        );
+        core.handle_timeout(t0 + Duration::from_secs(6), SystemTime::UNIX_EPOCH);
+        let outs = drain(&mut core);
+        assert!(!outs
+            .iter()
+            .any(|o| matches!(o, Output::Rtp { .. } | Output::SipHangup)));
+        assert_eq!(core.state(), State::Answered);
+        core.client_hold(false);
+        let offer = drain(&mut core)
+            .into_iter()
+            .find_map(|o| match o {
+                Output::SipReinvite { sdp } => Some(sdp),
+                _ => None,
+            })
+            .expect("resume re-INVITE");
+        assert_eq!(direction_of(&offer), sdp::Direction::SendRecv);
+    }
+
+    #[test]
+    fn remote_hold_is_answered_recvonly_and_the_client_is_told() {
+        let t0 = Instant::now();
+        let mut core = CallCore::new(t0, settings());
+        core.sip_answered(t0, &sdp_with("sendrecv", "0"));
+        drain(&mut core);
+        core.sip_reinvite(t0, &sdp_with("sendonly", "0"));
+        let outs = drain(&mut core);
+        let answer = outs
+            .iter()
+            .find_map(|o| match o {
+                Output::SipReinviteAnswer { sdp } => Some(sdp.clone()),
+                _ => None,
+            })
+            .expect("answer");
+        assert_eq!(direction_of(&answer), sdp::Direction::RecvOnly);
+        assert!(outs
+            .iter()
+            .any(|o| matches!(o, Output::Client(ClientCommand::Held { by_remote: true }))));
+        core.sip_reinvite(t0, &sdp_with("sendrecv", "0"));
+        let outs = drain(&mut core);
+        assert!(outs
+            .iter()
+            .any(|o| matches!(o, Output::Client(ClientCommand::Unheld { by_remote: true }))));
+    }
+}
