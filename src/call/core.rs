@@ -325,17 +325,35 @@ impl CallCore {
     /// The far end sent a re-INVITE (hold, resume or a media change).
     pub fn sip_reinvite(&mut self, now: Instant, offer: &[u8]) {
         let was = self.remote_hold;
-        let hold = sdp::SessionDescription::parse(offer)
+        let offered = sdp::SessionDescription::parse(offer)
             .ok()
             .and_then(|d| {
-                d.first_audio()
-                    .map(|a| !d.media_direction(a).sends() || a.port == 0)
+                d.first_audio().map(|a| {
+                    if a.port == 0 {
+                        sdp::Direction::Inactive
+                    } else {
+                        d.media_direction(a)
+                    }
+                })
             })
-            .unwrap_or(false);
+            .unwrap_or(sdp::Direction::SendRecv);
         self.apply_remote_sdp(offer, false);
+        // On hold = the far end no longer wants our audio (sendonly or inactive).
+        let hold = !offered.receives();
         self.remote_hold = hold;
         self.last_rtp_at = Some(now);
-        let answer = self.local_sdp(self.our_direction(), false);
+        // RFC 3264 §6.1: the answer's direction is the offer's reversed, narrowed by our own
+        // hold state.
+        let reversed = offered.reversed();
+        let sends = reversed.sends() && !self.local_hold;
+        let receives = reversed.receives();
+        let direction = match (sends, receives) {
+            (true, true) => sdp::Direction::SendRecv,
+            (true, false) => sdp::Direction::SendOnly,
+            (false, true) => sdp::Direction::RecvOnly,
+            (false, false) => sdp::Direction::Inactive,
+        };
+        let answer = self.local_sdp(direction, false);
         self.outputs
             .push_back(Output::SipReinviteAnswer { sdp: answer });
         if hold != was {
