@@ -16,6 +16,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub rtmp: RtmpConfig,
+    pub web: WebConfig,
     pub http: HttpConfig,
     pub sip: SipConfig,
     pub rtp: RtpConfig,
@@ -51,6 +52,28 @@ impl Default for RtmpConfig {
             max_message_bytes: 256 * 1024,
             max_buffered_bytes: 1024 * 1024,
             idle_timeout_secs: 30,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Listen address for the softphone page and its WebSocket (`/ws`); empty disables it.
+    pub listen: String,
+    /// Origins allowed to open the WebSocket (e.g. `https://phone.example.com`). Empty: only
+    /// pages served by this listener (the Origin's host must equal the Host header).
+    pub allowed_origins: Vec<String>,
+    /// Seconds a client has to send its HTTP request, and then its `hello`.
+    pub handshake_timeout_secs: u64,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            allowed_origins: Vec::new(),
+            handshake_timeout_secs: 10,
         }
     }
 }
@@ -292,6 +315,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let rtmp_listen = self.rtmp_listen()?;
         let http_listen = self.http_listen()?;
+        let web_listen = self.web_listen()?;
         if self.rtp.port_min % 2 != 0 {
             return Err(invalid("rtp.port_min", "must be even (RTCP uses port + 1)"));
         }
@@ -421,6 +445,11 @@ impl Config {
     /// Parsed RTMP listen address (None = disabled).
     pub fn rtmp_listen(&self) -> Result<Option<SocketAddr>, ConfigError> {
         parse_listen("rtmp.listen", &self.rtmp.listen)
+    }
+
+    /// Parsed softphone/WebSocket listen address (None = disabled).
+    pub fn web_listen(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        parse_listen("web.listen", &self.web.listen)
     }
 
     /// Parsed HTTP listen address (None = disabled).

@@ -27,6 +27,7 @@ pub struct Relay {
     builtin: Option<SipHandle>,
     stop: watch::Sender<bool>,
     rtmp_addr: Option<SocketAddr>,
+    web_addr: Option<SocketAddr>,
     sip_addr: SocketAddr,
     door_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -113,7 +114,16 @@ impl Relay {
                 stop_rx.clone(),
             )));
         }
-        info!(rtmp = ?rtmp_addr, sip = %sip_addr, builtin = config.builtin.enabled, "skybridge relay started");
+        let mut web_addr = None;
+        if let Some(addr) = config
+            .web_listen()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?
+        {
+            let listener = TcpListener::bind(addr).await?;
+            web_addr = Some(listener.local_addr()?);
+            door_tasks.push(tokio::spawn(door::web::serve(listener, shared.clone(), stop_rx.clone())));
+        }
+        info!(rtmp = ?rtmp_addr, web = ?web_addr, sip = %sip_addr, builtin = config.builtin.enabled, "skybridge relay started");
         Ok(Relay {
             config,
             calls,
@@ -122,6 +132,7 @@ impl Relay {
             builtin,
             stop,
             rtmp_addr,
+            web_addr,
             sip_addr,
             door_tasks,
         })
@@ -135,6 +146,11 @@ impl Relay {
     /// Where RTMP listens (useful with port 0 in tests).
     pub fn rtmp_addr(&self) -> Option<SocketAddr> {
         self.rtmp_addr
+    }
+
+    /// Where the softphone page and WebSocket listen.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web_addr
     }
 
     /// Where the relay's SIP user agent listens.

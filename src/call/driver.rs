@@ -218,6 +218,33 @@ impl Calls {
             identity: identity.clone(),
             target: route.target.clone(),
         };
+        self.join_key(key, identity, route, leg, sink)
+    }
+
+    /// Starts a new call of `identity` to `route`, never joining an existing one (a client that
+    /// places calls explicitly, like the WebSocket softphone).
+    pub fn start(
+        &self,
+        identity: &Identity,
+        route: &Route,
+        leg: LegId,
+        sink: ClientSink,
+    ) -> Result<CallRef, JoinError> {
+        let key = CallKey {
+            identity: identity.clone(),
+            target: format!("{}#{leg}", route.target),
+        };
+        self.join_key(key, identity, route, leg, Some(sink))
+    }
+
+    fn join_key(
+        &self,
+        key: CallKey,
+        identity: &Identity,
+        route: &Route,
+        leg: LegId,
+        sink: Option<ClientSink>,
+    ) -> Result<CallRef, JoinError> {
         let mut reg = self.lock();
         if reg.closed {
             return Err(JoinError::ShuttingDown);
