@@ -14,10 +14,10 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use bytes::{BufMut, BytesMut};
+use bytes::BufMut;
 use sha1::{Digest, Sha1};
 
-pub use bytes::Bytes;
+pub use bytes::{Bytes, BytesMut};
 
 /// Largest HTTP request head (request line + headers + empty line) we accept.
 pub const MAX_HEAD_LEN: usize = 8 * 1024;
