@@ -25,3 +25,4 @@ pub mod rtp_leg;
 pub mod session;
 pub mod sip;
 pub mod sip_endpoint;
+pub mod ws;

@@ -11,4 +11,6 @@ pub mod rtcp;
 pub mod rtmp;
 pub mod rtp;
 pub mod sdp;
+pub mod signal;
 pub mod sip;
+pub mod websocket;
