@@ -23,3 +23,4 @@ pub mod rtp_leg;
 pub mod session;
 pub mod sip;
 pub mod sip_endpoint;
+pub mod web;
