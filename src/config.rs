@@ -414,10 +414,14 @@ impl Config {
             }
         }
         if !self.auth.required {
-            let open: Vec<&str> = [("rtmp.listen", rtmp_listen), ("http.listen", http_listen)]
-                .iter()
-                .filter_map(|(k, a)| a.filter(|a| !a.ip().is_loopback()).map(|_| *k))
-                .collect();
+            let open: Vec<&str> = [
+                ("rtmp.listen", rtmp_listen),
+                ("web.listen", web_listen),
+                ("http.listen", http_listen),
+            ]
+            .iter()
+            .filter_map(|(k, a)| a.filter(|a| !a.ip().is_loopback()).map(|_| *k))
+            .collect();
             if let Some(key) = open.first() {
                 return Err(invalid(
                     *key,

@@ -25,4 +25,5 @@ pub mod rtp_leg;
 pub mod session;
 pub mod sip;
 pub mod sip_endpoint;
+pub mod web;
 pub mod ws;

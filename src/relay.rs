@@ -121,7 +121,11 @@ impl Relay {
         {
             let listener = TcpListener::bind(addr).await?;
             web_addr = Some(listener.local_addr()?);
-            door_tasks.push(tokio::spawn(door::web::serve(listener, shared.clone(), stop_rx.clone())));
+            door_tasks.push(tokio::spawn(door::web::serve(
+                listener,
+                shared.clone(),
+                stop_rx.clone(),
+            )));
         }
         info!(rtmp = ?rtmp_addr, web = ?web_addr, sip = %sip_addr, builtin = config.builtin.enabled, "skybridge relay started");
         Ok(Relay {

@@ -55,17 +55,24 @@ pub async fn serve(listener: TcpListener, shared: Shared, mut stop: watch::Recei
 /// page assets → 200, anything else → 404/405.
 async fn serve_connection(mut stream: TcpStream, shared: Shared, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let deadline = Instant::now() + Duration::from_secs(shared.config.web.handshake_timeout_secs.max(1));
+    let deadline =
+        Instant::now() + Duration::from_secs(shared.config.web.handshake_timeout_secs.max(1));
     let mut buf = BytesMut::with_capacity(4096);
     let (path, method) = loop {
         match parse_http_request_head(&buf) {
             Ok(Some((head, _))) => break (head.path().to_string(), head.method.to_string()),
             Ok(None) => {}
             Err(e) => {
-                let status = if matches!(e, WsError::HeadTooLarge | WsError::TooManyHeaders) { 431 } else { 400 };
+                let status = if matches!(e, WsError::HeadTooLarge | WsError::TooManyHeaders) {
+                    431
+                } else {
+                    400
+                };
                 warn!(%peer, error = %e, "bad HTTP request");
                 metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => "bad_request").increment(1);
-                let _ = stream.write_all(&simple_response(status, "text/plain", b"bad request\n")).await;
+                let _ = stream
+                    .write_all(&simple_response(status, "text/plain", b"bad request\n"))
+                    .await;
                 return;
             }
         }
@@ -243,27 +250,42 @@ impl WsConnection {
 
     fn protocol_error(&self, error: &str, reason: &'static str) {
         warn!(peer = %self.peer, %error, "websocket client closed for bad input");
-        metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => reason).increment(1);
+        metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => reason)
+            .increment(1);
     }
 
     fn on_event(&mut self, session: &mut WsServerSession, event: WsEvent) {
         match event {
             WsEvent::Message(msg) => self.on_message(session, msg),
-            WsEvent::Audio { call, codec, timestamp, payload } => {
+            WsEvent::Audio {
+                call,
+                codec,
+                timestamp,
+                payload,
+            } => {
                 let Some(c) = self.calls.get_mut(&call) else {
-                    metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "unknown_call").increment(1);
+                    metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "unknown_call")
+                        .increment(1);
                     return;
                 };
                 let Some(codec) = Codec::from_rtp_payload_type(codec) else {
-                    metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "unsupported_codec").increment(1);
+                    metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "unsupported_codec")
+                        .increment(1);
                     return;
                 };
-                metrics::counter!(m::PACKETS_TOTAL, "leg" => TRANSPORT, "direction" => "in").increment(1);
+                metrics::counter!(m::PACKETS_TOTAL, "leg" => TRANSPORT, "direction" => "in")
+                    .increment(1);
                 c.frames_in += 1;
-                let frame = MediaFrame { codec, timestamp, marker: false, payload };
+                let frame = MediaFrame {
+                    codec,
+                    timestamp,
+                    marker: false,
+                    payload,
+                };
                 if !c.call.audio(frame) {
                     c.dropped += 1;
-                    metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "call_busy").increment(1);
+                    metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "call_busy")
+                        .increment(1);
                 }
             }
             WsEvent::Closed { .. } => {}
@@ -271,27 +293,34 @@ impl WsConnection {
     }
 
     fn on_message(&mut self, session: &mut WsServerSession, msg: ClientMessage) {
-        let err = |session: &mut WsServerSession, code: &'static str, reason: &str, call: Option<CallId>| {
+        let err = |session: &mut WsServerSession,
+                   code: &'static str,
+                   reason: &str,
+                   call: Option<CallId>| {
             session.send(&ServerMessage::error(code, reason.to_string(), call));
         };
         match msg {
-            ClientMessage::Hello { token, .. } => match self.shared.authority.authenticate(token.as_deref()) {
-                Ok(id) => {
-                    if let Identity::User(name) = &id {
-                        self.presence = Some(self.shared.presence.sign_in(name, self.sink()));
+            ClientMessage::Hello { token, .. } => {
+                match self.shared.authority.authenticate(token.as_deref()) {
+                    Ok(id) => {
+                        if let Identity::User(name) = &id {
+                            self.presence = Some(self.shared.presence.sign_in(name, self.sink()));
+                        }
+                        info!(peer = %self.peer, user = id.name(), "websocket client signed in");
+                        session.authenticated(id.name());
+                        self.identity = Some(id);
                     }
-                    info!(peer = %self.peer, user = id.name(), "websocket client signed in");
-                    session.authenticated(id.name());
-                    self.identity = Some(id);
+                    Err(why) => {
+                        warn!(peer = %self.peer, reason = why.label(), "websocket client refused");
+                        metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => why.label()).increment(1);
+                        session.reject(why.label(), why.description());
+                    }
                 }
-                Err(why) => {
-                    warn!(peer = %self.peer, reason = why.label(), "websocket client refused");
-                    metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => why.label()).increment(1);
-                    session.reject(why.label(), why.description());
-                }
-            },
+            }
             ClientMessage::Call { target } => {
-                let Some(identity) = self.identity.clone() else { return };
+                let Some(identity) = self.identity.clone() else {
+                    return;
+                };
                 let route = match self.shared.authority.route(&identity, &target) {
                     Ok(r) => r,
                     Err(why) => {
@@ -302,7 +331,12 @@ impl WsConnection {
                     }
                 };
                 let Some(id) = self.new_call_id() else {
-                    err(session, "too_many_calls", "too many calls on this connection", None);
+                    err(
+                        session,
+                        "too_many_calls",
+                        "too many calls on this connection",
+                        None,
+                    );
                     return;
                 };
                 let leg = new_leg_id();
@@ -339,11 +373,20 @@ impl WsConnection {
                         _ => 486,
                     };
                     c.call.reject(c.leg, code);
-                    session.send(&ServerMessage::Hangup { call, code, reason: "rejected".into() });
+                    session.send(&ServerMessage::Hangup {
+                        call,
+                        code,
+                        reason: "rejected".into(),
+                    });
                 }
                 Some(c) => {
                     self.calls.insert(call, c);
-                    err(session, "not_ringing", "the call is not ringing", Some(call));
+                    err(
+                        session,
+                        "not_ringing",
+                        "the call is not ringing",
+                        Some(call),
+                    );
                 }
                 None => err(session, "unknown_call", "no such call", Some(call)),
             },
@@ -356,7 +399,9 @@ impl WsConnection {
                 Some(c) => c.call.dtmf(c.leg, digits),
                 None => err(session, "unknown_call", "no such call", Some(call)),
             },
-            ClientMessage::Hold { call } | ClientMessage::Unhold { call } if !self.calls.contains_key(&call) => {
+            ClientMessage::Hold { call } | ClientMessage::Unhold { call }
+                if !self.calls.contains_key(&call) =>
+            {
                 err(session, "unknown_call", "no such call", Some(call));
             }
             ClientMessage::Hold { call } => {
@@ -409,7 +454,15 @@ impl WsConnection {
         self.by_leg.insert(leg, id);
         self.calls.insert(
             id,
-            WsCall { call, leg, ringing, frames_in: 0, frames_out: 0, dropped: 0, started: Instant::now() },
+            WsCall {
+                call,
+                leg,
+                ringing,
+                frames_in: 0,
+                frames_out: 0,
+                dropped: 0,
+                started: Instant::now(),
+            },
         );
     }
 
@@ -420,11 +473,21 @@ impl WsConnection {
     }
 
     fn play_audio(&mut self, session: &mut WsServerSession, leg: LegId, frame: MediaFrame) {
-        let Some(id) = self.by_leg.get(&leg).copied() else { return };
-        let Some(c) = self.calls.get_mut(&id) else { return };
-        if session.send_audio(id, frame.codec.rtp_payload_type(), frame.timestamp, &frame.payload) {
+        let Some(id) = self.by_leg.get(&leg).copied() else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if session.send_audio(
+            id,
+            frame.codec.rtp_payload_type(),
+            frame.timestamp,
+            &frame.payload,
+        ) {
             c.frames_out += 1;
-            metrics::counter!(m::PACKETS_TOTAL, "leg" => TRANSPORT, "direction" => "out").increment(1);
+            metrics::counter!(m::PACKETS_TOTAL, "leg" => TRANSPORT, "direction" => "out")
+                .increment(1);
         } else {
             c.dropped += 1;
             metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "client_behind").increment(1);
@@ -439,29 +502,51 @@ impl WsConnection {
                 return;
             };
             self.insert_call(id, call, leg, true);
-            session.send(&ServerMessage::Incoming { call: id, from, codec: codec_name(codec).into() });
+            session.send(&ServerMessage::Incoming {
+                call: id,
+                from,
+                codec: codec_name(codec).into(),
+            });
             return;
         }
-        let Some(id) = self.by_leg.get(&leg).copied() else { return };
+        let Some(id) = self.by_leg.get(&leg).copied() else {
+            return;
+        };
         let out = match cmd {
             ClientCommand::Ringing { code } => ServerMessage::Ringing { call: id, code },
             ClientCommand::Answered { codec } => {
                 if let Some(c) = self.calls.get_mut(&id) {
                     c.started = Instant::now();
                 }
-                ServerMessage::Answered { call: id, codec: codec_name(codec).into() }
+                ServerMessage::Answered {
+                    call: id,
+                    codec: codec_name(codec).into(),
+                }
             }
             ClientCommand::Ended { code, reason } => {
                 self.remove_leg(leg);
-                ServerMessage::Hangup { call: id, code, reason }
+                ServerMessage::Hangup {
+                    call: id,
+                    code,
+                    reason,
+                }
             }
             ClientCommand::AnsweredElsewhere => {
                 self.remove_leg(leg);
                 ServerMessage::AnsweredElsewhere { call: id }
             }
-            ClientCommand::Held { by_remote } => ServerMessage::Held { call: id, by: hold_by(by_remote) },
-            ClientCommand::Unheld { by_remote } => ServerMessage::Unheld { call: id, by: hold_by(by_remote) },
-            ClientCommand::Dtmf(d) => ServerMessage::Dtmf { call: id, digit: d.to_string() },
+            ClientCommand::Held { by_remote } => ServerMessage::Held {
+                call: id,
+                by: hold_by(by_remote),
+            },
+            ClientCommand::Unheld { by_remote } => ServerMessage::Unheld {
+                call: id,
+                by: hold_by(by_remote),
+            },
+            ClientCommand::Dtmf(d) => ServerMessage::Dtmf {
+                call: id,
+                digit: d.to_string(),
+            },
             ClientCommand::Error { code, reason } => ServerMessage::error(code, reason, Some(id)),
             ClientCommand::Audio(frame) => {
                 self.play_audio(session, leg, frame);
@@ -517,7 +602,8 @@ async fn recv_opt_unbounded<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> O
 /// Writes everything the session has queued. False if the socket failed.
 async fn flush(session: &mut WsServerSession, stream: &mut TcpStream) -> bool {
     while let Some(bytes) = session.poll_output() {
-        metrics::counter!(m::BYTES_TOTAL, "leg" => TRANSPORT, "direction" => "out").increment(bytes.len() as u64);
+        metrics::counter!(m::BYTES_TOTAL, "leg" => TRANSPORT, "direction" => "out")
+            .increment(bytes.len() as u64);
         if stream.write_all(&bytes).await.is_err() {
             return false;
         }
