@@ -15,3 +15,4 @@ pub mod relay;
 pub mod rtmp_client;
 pub mod sipp;
 pub mod skybridge;
+pub mod ws_client;

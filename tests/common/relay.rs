@@ -60,6 +60,8 @@ impl Relay {
     pub fn start(dir: &Path, name: &str, opts: &RelayOpts) -> Relay {
         let rtmp = loopback(free_tcp_port());
         let http = loopback(free_tcp_port());
+        // Not the default 127.0.0.1:8080: parallel relays would collide on it.
+        let web = loopback(free_tcp_port());
         let sip = loopback(free_udp_port());
         let mut builtin = loopback(free_udp_port());
         while builtin == sip {
@@ -72,6 +74,7 @@ impl Relay {
         sip_lines.extend(opts.sip.iter().cloned());
         let text = [
             section("rtmp", &rtmp_lines),
+            section("web", &[format!("listen = \"{web}\"")]),
             section("http", &[format!("listen = \"{http}\"")]),
             section("sip", &sip_lines),
             section(

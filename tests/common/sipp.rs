@@ -28,6 +28,8 @@ pub enum Scenario {
     /// INVITE → 401 (Digest MD5, realm "skybridge.test", qop=auth); INVITE with good
     /// credentials → 180, 200 OK with SDP, held until BYE; bad credentials → 403 (call fails).
     Auth { user: String, pass: String },
+    /// Another scenario file of `tests/sipp/` (its behaviour is described in the file).
+    File(&'static str),
 }
 
 impl Scenario {
@@ -38,6 +40,7 @@ impl Scenario {
             Scenario::RingForever => "uas_ring_forever.xml",
             Scenario::Answer => "uas_answer.xml",
             Scenario::Auth { .. } => "uas_auth.xml",
+            Scenario::File(name) => name,
         }
     }
 

@@ -1,5 +1,6 @@
 //! skybridge itself as a guarded child process on loopback, with every port free-allocated
-//! (RTMP, HTTP, SIP, built-in targets and the RTP range), plus a tiny `/metrics` reader.
+//! (RTMP, web/WebSocket, HTTP, SIP, built-in targets and the RTP range), plus a tiny `/metrics`
+//! reader.
 
 use super::procs::{free_port_block, free_tcp_port, free_udp_port, loopback, wait_until, Child};
 use std::io::{Read, Write};
@@ -18,6 +19,8 @@ pub struct SkybridgeOpts {
     pub auth: String,
     /// Lines for `[limits]`.
     pub limits: String,
+    /// Extra lines for `[web]`, e.g. `handshake_timeout_secs = 2` (`listen` is generated).
+    pub web: String,
     /// `[dialplan]` entries: name → SIP URI.
     pub dialplan: Vec<(String, String)>,
     /// Raw TOML appended last (e.g. `[[users]]` blocks).
@@ -29,6 +32,8 @@ pub struct SkybridgeOpts {
 pub struct Skybridge {
     child: Child,
     pub rtmp: SocketAddr,
+    /// The web listener: softphone page at `/`, WebSocket at `/ws`.
+    pub web: SocketAddr,
     pub http: SocketAddr,
     pub sip: SocketAddr,
     pub builtin: SocketAddr,
@@ -51,7 +56,14 @@ impl Skybridge {
 
     fn try_start(dir: &Path, opts: &SkybridgeOpts, attempt: u32) -> Result<Skybridge, String> {
         let rtmp = loopback(free_tcp_port());
-        let http = loopback(free_tcp_port());
+        let mut web = loopback(free_tcp_port());
+        let mut http = loopback(free_tcp_port());
+        while web == rtmp {
+            web = loopback(free_tcp_port());
+        }
+        while http == rtmp || http == web {
+            http = loopback(free_tcp_port());
+        }
         let sip = loopback(free_udp_port());
         let mut builtin = loopback(free_udp_port());
         while builtin == sip {
@@ -68,6 +80,7 @@ impl Skybridge {
             .collect();
         let text = format!(
             "[rtmp]\nlisten = \"{rtmp}\"\n\
+             [web]\nlisten = \"{web}\"\n{}\n\
              [http]\nlisten = \"{http}\"\n\
              [sip]\nlisten = \"{sip}\"\n{}\n\
              [rtp]\nbind_ip = \"127.0.0.1\"\nport_min = {rtp_min}\nport_max = {rtp_max}\n\
@@ -75,7 +88,7 @@ impl Skybridge {
              [builtin]\nlisten = \"{builtin}\"\n\
              [limits]\n{}\n\
              [dialplan]\n{dialplan}\n{}\n",
-            opts.sip, opts.auth, opts.limits, opts.tail
+            opts.web, opts.sip, opts.auth, opts.limits, opts.tail
         );
         let config_path = dir.join(format!("skybridge-{attempt}.toml"));
         std::fs::write(&config_path, &text).map_err(|e| e.to_string())?;
@@ -97,6 +110,7 @@ impl Skybridge {
         Ok(Skybridge {
             child,
             rtmp,
+            web,
             http,
             sip,
             builtin,

@@ -1,0 +1,292 @@
+//! A scripted WebSocket client of skybridge's protocol v1 (README, "WebSocket protocol"):
+//! tungstenite over a blocking std `TcpStream`, polled with a short read timeout so that one
+//! thread can send 20 ms G.711 frames on time while collecting what the server sends.
+
+use super::audio::ulaw_to_linear;
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::http::HeaderValue;
+use tungstenite::{Message, WebSocket};
+
+/// One 20 ms G.711 frame at 8 kHz.
+pub const FRAME_SAMPLES: usize = 160;
+
+/// The µ-law byte of a linear sample (G.711, with the usual bias and clipping).
+pub fn linear_to_ulaw(sample: i16) -> u8 {
+    const BIAS: i32 = 0x84;
+    const CLIP: i32 = 32635;
+    let mut s = i32::from(sample);
+    let sign = if s < 0 {
+        s = -s;
+        0x80
+    } else {
+        0
+    };
+    s = s.min(CLIP) + BIAS;
+    let mut exponent = 7;
+    let mut mask = 0x4000;
+    while exponent > 0 && s & mask == 0 {
+        exponent -= 1;
+        mask >>= 1;
+    }
+    let mantissa = (s >> (exponent + 3)) & 0x0f;
+    !(sign | (exponent << 4) | mantissa) as u8
+}
+
+/// A tone being sent as 20 ms µ-law frames on one call.
+#[derive(Debug)]
+struct ToneTx {
+    call: u16,
+    freq: f64,
+    sample: u64,
+    timestamp: u32,
+    next: Instant,
+}
+
+/// A connected (upgraded) client. Everything the server sends is recorded: JSON messages in
+/// `messages` (in order), audio payloads per call in `audio`, the close frame in `closed`.
+pub struct WsClient {
+    ws: WebSocket<TcpStream>,
+    /// Every JSON message received, with whether a `wait_for` already took it.
+    messages: Vec<(serde_json::Value, bool)>,
+    /// Received µ-law/A-law payload bytes per call id, concatenated.
+    pub audio: HashMap<u16, Vec<u8>>,
+    /// Audio frames received (all calls).
+    pub audio_frames: usize,
+    /// Audio frames sent.
+    pub frames_sent: usize,
+    /// `(code, reason)` of the server's close frame, once received.
+    pub closed: Option<(u16, String)>,
+    /// The connection is gone (closed or failed).
+    pub dead: bool,
+    tone: Option<ToneTx>,
+    label: String,
+}
+
+impl std::fmt::Debug for WsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsClient")
+            .field("label", &self.label)
+            .field(
+                "messages",
+                &self
+                    .messages
+                    .iter()
+                    .map(|(m, _)| m.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .field("audio_frames", &self.audio_frames)
+            .field("frames_sent", &self.frames_sent)
+            .field("closed", &self.closed)
+            .finish()
+    }
+}
+
+impl WsClient {
+    /// Connects to `ws://<addr>/ws` offering `skybridge.v1` (≤ 5 s).
+    pub fn connect(addr: SocketAddr, label: &str) -> Result<WsClient, String> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let mut request = format!("ws://{addr}/ws")
+            .into_client_request()
+            .map_err(|e| e.to_string())?;
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static("skybridge.v1"),
+        );
+        let (ws, _response) =
+            tungstenite::client(request, stream).map_err(|e| format!("upgrade: {e}"))?;
+        ws.get_ref()
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .map_err(|e| e.to_string())?;
+        Ok(WsClient {
+            ws,
+            messages: Vec::new(),
+            audio: HashMap::new(),
+            audio_frames: 0,
+            frames_sent: 0,
+            closed: None,
+            dead: false,
+            tone: None,
+            label: label.to_string(),
+        })
+    }
+
+    /// Connects and signs in (`hello`, then waits ≤ 5 s for `welcome`, returned).
+    pub fn signed_in(
+        addr: SocketAddr,
+        label: &str,
+        token: Option<&str>,
+    ) -> Result<(WsClient, serde_json::Value), String> {
+        let mut c = WsClient::connect(addr, label)?;
+        let hello = match token {
+            Some(t) => serde_json::json!({"type": "hello", "version": 1, "token": t}),
+            None => serde_json::json!({"type": "hello", "version": 1}),
+        };
+        c.send_json(&hello);
+        match c.wait_for("welcome", Duration::from_secs(5)) {
+            Some(w) => Ok((c, w)),
+            None => Err(format!("no welcome: {c:?}")),
+        }
+    }
+
+    /// The local address of the socket (what skybridge logs as the peer).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.ws.get_ref().local_addr().ok()
+    }
+
+    /// Sends one JSON text message.
+    pub fn send_json(&mut self, v: &serde_json::Value) {
+        if self.ws.send(Message::text(v.to_string())).is_err() {
+            self.dead = true;
+        }
+    }
+
+    /// Starts sending a `freq` tone on `call`: 160 µ-law bytes every 20 ms, timestamps +160.
+    pub fn start_tone(&mut self, call: u16, freq: f64) {
+        self.tone = Some(ToneTx {
+            call,
+            freq,
+            sample: 0,
+            timestamp: 0x1234_0000,
+            next: Instant::now(),
+        });
+    }
+
+    pub fn stop_tone(&mut self) {
+        self.tone = None;
+    }
+
+    fn send_due_frames(&mut self) {
+        let Some(t) = self.tone.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut frames = Vec::new();
+        while t.next <= now {
+            let mut frame = Vec::with_capacity(8 + FRAME_SAMPLES);
+            frame.push(1u8); // version
+            frame.push(0u8); // PCMU
+            frame.extend_from_slice(&t.call.to_be_bytes());
+            frame.extend_from_slice(&t.timestamp.to_be_bytes());
+            for i in 0..FRAME_SAMPLES as u64 {
+                let x = 2.0 * std::f64::consts::PI * t.freq * (t.sample + i) as f64 / 8000.0;
+                frame.push(linear_to_ulaw((x.sin() * 0.5 * 32767.0) as i16));
+            }
+            t.sample += FRAME_SAMPLES as u64;
+            t.timestamp = t.timestamp.wrapping_add(FRAME_SAMPLES as u32);
+            t.next += Duration::from_millis(20);
+            frames.push(frame);
+        }
+        for f in frames {
+            if self.ws.send(Message::binary(f)).is_err() {
+                self.dead = true;
+                return;
+            }
+            self.frames_sent += 1;
+        }
+    }
+
+    /// Reads whatever is available (≤ ~5 ms wait) and sends due audio frames.
+    pub fn poll_once(&mut self) {
+        self.send_due_frames();
+        if self.dead {
+            std::thread::sleep(Duration::from_millis(5));
+            return;
+        }
+        match self.ws.read() {
+            Ok(Message::Text(t)) => {
+                let v = serde_json::from_str(t.as_str()).unwrap_or_else(
+                    |_| serde_json::json!({"type": "<not json>", "text": t.as_str()}),
+                );
+                self.messages.push((v, false));
+            }
+            Ok(Message::Binary(b)) => {
+                if b.len() >= 8 && b[0] == 1 {
+                    let call = u16::from_be_bytes([b[2], b[3]]);
+                    self.audio
+                        .entry(call)
+                        .or_default()
+                        .extend_from_slice(&b[8..]);
+                    self.audio_frames += 1;
+                }
+            }
+            Ok(Message::Close(frame)) => {
+                self.closed = Some(
+                    frame
+                        .map(|f| (u16::from(f.code), f.reason.as_str().to_string()))
+                        .unwrap_or((1005, String::new())),
+                );
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => self.dead = true,
+        }
+    }
+
+    /// Polls for `d`.
+    pub fn pump(&mut self, d: Duration) {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            self.poll_once();
+        }
+    }
+
+    /// Polls until a not-yet-taken message of `kind` arrives (taking it), or `timeout`.
+    pub fn wait_for(&mut self, kind: &str, timeout: Duration) -> Option<serde_json::Value> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some((v, taken)) = self
+                .messages
+                .iter_mut()
+                .find(|(v, taken)| !*taken && v["type"] == kind)
+            {
+                *taken = true;
+                return Some(v.clone());
+            }
+            if Instant::now() >= end || (self.dead && self.closed.is_none()) {
+                return None;
+            }
+            self.poll_once();
+        }
+    }
+
+    /// Every message received so far, taken or not.
+    pub fn messages(&self) -> Vec<serde_json::Value> {
+        self.messages.iter().map(|(m, _)| m.clone()).collect()
+    }
+
+    /// Whether any message of `kind` was received.
+    pub fn saw(&self, kind: &str) -> bool {
+        self.messages.iter().any(|(m, _)| m["type"] == kind)
+    }
+
+    /// Received audio of `call` decoded from µ-law to normalised samples.
+    pub fn decoded_audio(&self, call: u16) -> Vec<f64> {
+        self.audio
+            .get(&call)
+            .map(|b| {
+                b.iter()
+                    .map(|&u| f64::from(ulaw_to_linear(u)) / 32768.0)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Sends a close frame (1000) and gives the server a moment to answer.
+    pub fn close(mut self) {
+        let _ = self.ws.close(None);
+        let end = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < end && !self.dead && self.closed.is_none() {
+            self.poll_once();
+        }
+    }
+}
