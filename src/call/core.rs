@@ -171,6 +171,10 @@ pub struct CallCore {
     /// We put the far end on hold / the far end put us on hold.
     local_hold: bool,
     remote_hold: bool,
+    /// Hold state the far end last accepted from our re-INVITEs.
+    agreed_hold: bool,
+    /// Hold state of our re-INVITE in flight (one at a time, RFC 3261 §14.1).
+    hold_in_flight: Option<bool>,
 }
 
 /// Room for our compound RTCP packet (SR/RR with one block + SDES CNAME).
@@ -214,6 +218,8 @@ impl CallCore {
             sdp_version: 1,
             local_hold: false,
             remote_hold: false,
+            agreed_hold: false,
+            hold_in_flight: None,
         }
     }
 
@@ -302,14 +308,26 @@ impl CallCore {
     }
 
     /// The client puts the call on hold (`true`) or resumes it: a re-INVITE goes out.
+    /// While one of our re-INVITEs is in flight, the latest wish goes out when it ends.
     pub fn client_hold(&mut self, hold: bool) {
         if self.state != State::Answered || self.local_hold == hold {
             return;
         }
         self.local_hold = hold;
+        if self.hold_in_flight.is_none() {
+            self.send_hold_reinvite();
+        }
+        self.tell_local_hold();
+    }
+
+    fn send_hold_reinvite(&mut self) {
         let offer = self.local_sdp(self.our_direction(), true);
         self.outputs.push_back(Output::SipReinvite { sdp: offer });
-        let cmd = if hold {
+        self.hold_in_flight = Some(self.local_hold);
+    }
+
+    fn tell_local_hold(&mut self) {
+        let cmd = if self.local_hold {
             ClientCommand::Held { by_remote: false }
         } else {
             ClientCommand::Unheld { by_remote: false }
@@ -317,9 +335,26 @@ impl CallCore {
         self.outputs.push_back(Output::Client(cmd));
     }
 
-    /// The far end answered our re-INVITE.
+    /// The far end answered our re-INVITE; a hold change the client asked for meanwhile goes
+    /// out now.
     pub fn sip_reinvite_answered(&mut self, sdp: &[u8]) {
+        if let Some(hold) = self.hold_in_flight.take() {
+            self.agreed_hold = hold;
+        }
         self.apply_remote_sdp(sdp, false);
+        if self.state == State::Answered && self.local_hold != self.agreed_hold {
+            self.send_hold_reinvite();
+        }
+    }
+
+    /// Our re-INVITE failed (491 while another was in progress, 408, 488, …): the session
+    /// stays as the far end last agreed, and the client is told so.
+    pub fn sip_reinvite_failed(&mut self) {
+        self.hold_in_flight = None;
+        if self.state == State::Answered && self.local_hold != self.agreed_hold {
+            self.local_hold = self.agreed_hold;
+            self.tell_local_hold();
+        }
     }
 
     /// The far end sent a re-INVITE (hold, resume or a media change).
@@ -1454,6 +1489,10 @@ mod inbound_and_hold_tests {
         assert!(outs
             .iter()
             .any(|o| matches!(o, Output::Client(ClientCommand::Held { by_remote: false }))));
+        core.sip_reinvite_answered(&sdp_with("recvonly", "0 101"));
+        assert!(drain(&mut core)
+            .iter()
+            .all(|o| !matches!(o, Output::SipReinvite { .. })));
         // On hold: client audio is not sent, and silence from the far end does not end the call.
         core.client_audio(
             t0,
@@ -1479,6 +1518,56 @@ mod inbound_and_hold_tests {
             })
             .expect("resume re-INVITE");
         assert_eq!(direction_of(&offer), sdp::Direction::SendRecv);
+    }
+
+    fn reinvite_directions(outs: &[Output]) -> Vec<sdp::Direction> {
+        outs.iter()
+            .filter_map(|o| match o {
+                Output::SipReinvite { sdp } => Some(direction_of(sdp)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hold_changes_wait_for_the_reinvite_in_flight_and_a_refused_one_is_undone() {
+        let t0 = Instant::now();
+        let mut core = CallCore::new(t0, settings());
+        core.sip_answered(t0, &sdp_with("sendrecv", "0 101"));
+        drain(&mut core);
+        core.client_hold(true);
+        assert_eq!(
+            reinvite_directions(&drain(&mut core)),
+            [sdp::Direction::SendOnly]
+        );
+        // Resume while the hold is still in flight: nothing goes out yet (one re-INVITE at a
+        // time), and it does once the hold is answered.
+        core.client_hold(false);
+        let outs = drain(&mut core);
+        assert!(reinvite_directions(&outs).is_empty());
+        assert!(outs.iter().any(|o| matches!(
+            o,
+            Output::Client(ClientCommand::Unheld { by_remote: false })
+        )));
+        core.sip_reinvite_answered(&sdp_with("recvonly", "0 101"));
+        assert_eq!(
+            reinvite_directions(&drain(&mut core)),
+            [sdp::Direction::SendRecv]
+        );
+        core.sip_reinvite_answered(&sdp_with("sendrecv", "0 101"));
+        assert!(reinvite_directions(&drain(&mut core)).is_empty());
+        // A refused hold: the far end still sends and receives, so the client is told it is
+        // not on hold.
+        core.client_hold(true);
+        drain(&mut core);
+        core.sip_reinvite_failed();
+        let outs = drain(&mut core);
+        assert!(outs.iter().any(|o| matches!(
+            o,
+            Output::Client(ClientCommand::Unheld { by_remote: false })
+        )));
+        assert!(reinvite_directions(&outs).is_empty());
+        assert!(!core.on_hold());
     }
 
     #[test]

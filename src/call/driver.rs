@@ -559,6 +559,7 @@ impl CallTask {
                         SipCallEvent::ReinviteAnswered { sdp } => core.sip_reinvite_answered(&sdp),
                         SipCallEvent::ReinviteFailed { code } => {
                             debug!(code, "re-INVITE refused; the call goes on");
+                            core.sip_reinvite_failed();
                         }
                         SipCallEvent::Dtmf { digit } => core.sip_dtmf(digit),
                     }
