@@ -31,6 +31,7 @@ fn answered_call(now: Instant) -> CallCore {
             inactivity_timeout: Duration::from_secs(3600),
             ring_timeout: Duration::from_secs(60),
             telephone_event_pt: 101,
+            dtmf_info: false,
             seed: 7,
         },
     );

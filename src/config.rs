@@ -121,6 +121,8 @@ pub struct SipConfig {
     pub registrar: Option<SocketAddr>,
     /// Expiry asked for in REGISTER (seconds); refreshed before it runs out.
     pub register_expires_secs: u32,
+    /// Also send client DTMF as SIP INFO (`application/dtmf-relay`), besides RFC 4733 events.
+    pub dtmf_info: bool,
     pub user_agent: String,
 }
 
@@ -138,6 +140,7 @@ impl Default for SipConfig {
             ring_timeout_secs: 60,
             registrar: None,
             register_expires_secs: 600,
+            dtmf_info: false,
             user_agent: concat!("skybridge/", env!("CARGO_PKG_VERSION")).into(),
         }
     }

@@ -102,6 +102,10 @@ enum Command {
         reply: oneshot::Sender<RegHandle>,
     },
     Unregister(RegHandle),
+    InfoDtmf {
+        call: CallHandle,
+        digit: char,
+    },
 }
 
 /// Cheap handle to the endpoint task.
@@ -174,6 +178,11 @@ impl SipHandle {
             })
             .ok()?;
         rx.await.ok()
+    }
+
+    /// Sends one DTMF digit as SIP INFO (`application/dtmf-relay`, 160 ms).
+    pub fn info_dtmf(&self, call: CallHandle, digit: char) {
+        let _ = self.tx.send(Command::InfoDtmf { call, digit });
     }
 
     /// Removes a registration (REGISTER with Expires: 0).
@@ -250,6 +259,7 @@ async fn run(
                     let _ = reply.send(handle);
                 }
                 Some(Command::Unregister(reg)) => ua.unregister(Instant::now(), reg),
+                Some(Command::InfoDtmf { call, digit }) => ua.send_info_dtmf(Instant::now(), call, digit, 160),
                 None => handles_open = false,
             },
             _ = sleep_until_opt(wake) => ua.handle_timeout(Instant::now()),

@@ -26,6 +26,8 @@ pub struct CallSettings {
     pub inactivity_timeout: Duration,
     pub ring_timeout: Duration,
     pub telephone_event_pt: u8,
+    /// Also send each client DTMF digit as SIP INFO (`application/dtmf-relay`).
+    pub dtmf_info: bool,
     /// Seed for SSRC and initial sequence/timestamp.
     pub seed: u64,
 }
@@ -95,6 +97,10 @@ pub enum Output {
     /// Send a re-INVITE with this SDP (hold / resume).
     SipReinvite {
         sdp: Vec<u8>,
+    },
+    /// Send one DTMF digit as SIP INFO (`application/dtmf-relay`).
+    SipInfoDtmf {
+        digit: char,
     },
     /// Answer the far end's re-INVITE.
     SipReinviteAnswer {
@@ -586,13 +592,22 @@ impl CallCore {
 
     /// DTMF digits from a client (RFC 4733 events toward RTP).
     pub fn client_dtmf(&mut self, now: Instant, digits: &str) -> Result<(), &'static str> {
-        if self.remote_te_pt.is_none() {
+        if self.state != State::Answered {
+            return Err("DTMF needs an answered call");
+        }
+        if self.remote_te_pt.is_none() && !self.settings.dtmf_info {
             return Err("the far end did not offer telephone-event");
         }
         for d in digits.chars().filter(|c| dtmf_code(*c).is_some()).take(32) {
-            if self.dtmf_queue.len() < 64 {
+            if self.settings.dtmf_info {
+                self.outputs.push_back(Output::SipInfoDtmf { digit: d });
+            }
+            if self.remote_te_pt.is_some() && self.dtmf_queue.len() < 64 {
                 self.dtmf_queue.push_back(d);
             }
+        }
+        if self.dtmf_queue.is_empty() {
+            return Ok(());
         }
         if self.dtmf_next.is_none() {
             self.dtmf_next = Some(now);
@@ -1031,6 +1046,7 @@ mod tests {
             inactivity_timeout: Duration::from_secs(5),
             ring_timeout: Duration::from_secs(10),
             telephone_event_pt: 101,
+            dtmf_info: false,
             seed: 42,
         }
     }
@@ -1243,6 +1259,33 @@ mod tests {
     }
 
     #[test]
+    fn dtmf_goes_out_as_sip_info_when_configured_even_without_telephone_event() {
+        let t0 = Instant::now();
+        let mut core = CallCore::new(
+            t0,
+            CallSettings {
+                dtmf_info: true,
+                ..settings()
+            },
+        );
+        let plain = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
+        core.sip_answered(t0, plain);
+        drain(&mut core);
+        core.client_dtmf(t0, "4*")
+            .expect("INFO needs no telephone-event");
+        core.handle_timeout(t0, SystemTime::UNIX_EPOCH);
+        let digits: Vec<char> = drain(&mut core)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::SipInfoDtmf { digit } => Some(digit),
+                Output::RtpOwned { .. } => panic!("no RFC 4733 without telephone-event"),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(digits, vec!['4', '*']);
+    }
+
+    #[test]
     fn dtmf_from_the_network_reaches_the_client_once() {
         let t0 = Instant::now();
         let mut core = CallCore::new(t0, settings());
@@ -1381,6 +1424,7 @@ mod inbound_and_hold_tests {
             inactivity_timeout: Duration::from_secs(5),
             ring_timeout: Duration::from_secs(10),
             telephone_event_pt: 101,
+            dtmf_info: false,
             seed: 42,
         }
     }

@@ -440,6 +440,7 @@ impl CallTask {
             inactivity_timeout: Duration::from_secs(c.rtp.inactivity_timeout_secs),
             ring_timeout: Duration::from_secs(c.sip.ring_timeout_secs),
             telephone_event_pt: c.rtp.telephone_event_pt,
+            dtmf_info: c.sip.dtmf_info,
             seed: rand::random(),
         }
     }
@@ -604,6 +605,11 @@ impl CallTask {
                     Output::SipReinvite { sdp } => {
                         if let Some(h) = handle {
                             sip.reinvite(h, sdp);
+                        }
+                    }
+                    Output::SipInfoDtmf { digit } => {
+                        if let Some(h) = handle {
+                            sip.info_dtmf(h, digit);
                         }
                     }
                     Output::SipReinviteAnswer { sdp } => {
