@@ -173,5 +173,71 @@ fn rtp_to_rtmp(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, baseline, rtmp_to_rtp, rtp_to_rtmp);
+fn ws_to_rtp(c: &mut Criterion) {
+    use skybridge_codecs::signal::parse_audio_frame;
+    use skybridge_codecs::websocket::{
+        FrameLimits, FrameReader, Message, MessageAssembler, MessageLimits,
+    };
+    let mut g = c.benchmark_group("translate");
+    g.throughput(Throughput::Elements(1));
+    // One masked binary frame as a browser sends it: 8-byte audio header + 160 bytes µ-law.
+    let key = [0x12u8, 0x34, 0x56, 0x78];
+    let mut frame = vec![0x82u8, 0x80 | 126, 0, 168];
+    frame.extend_from_slice(&key);
+    let mut payload = [0xFFu8; 168];
+    payload[..8].copy_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0]);
+    frame.extend(payload.iter().enumerate().map(|(n, b)| b ^ key[n % 4]));
+    let t0 = Instant::now();
+    let mut core = answered_call(t0);
+    let mut reader = FrameReader::new(FrameLimits {
+        max_frame_len: 16 * 1024,
+        require_mask: true,
+    });
+    let mut assembler = MessageAssembler::new(MessageLimits {
+        max_text_len: 16 * 1024,
+        max_binary_len: 2048,
+        max_fragments: 64,
+    });
+    let mut inbuf = BytesMut::with_capacity(1 << 20);
+    let mut i: u64 = 0;
+    g.bench_function("ws_to_rtp", |b| {
+        b.iter(|| {
+            if inbuf.capacity() - inbuf.len() < 512 {
+                inbuf.reserve(1 << 20);
+            }
+            inbuf.extend_from_slice(&frame);
+            let f = match reader.read(&mut inbuf) {
+                Ok(Some(f)) => f,
+                other => panic!("no frame: {other:?}"),
+            };
+            let Ok(Some(Message::Binary(data))) = assembler.push(f) else {
+                panic!("no message")
+            };
+            let (_, range) = parse_audio_frame(&data).expect("audio");
+            let now = t0 + Duration::from_millis(20 * i);
+            core.client_audio(
+                now,
+                MediaFrame {
+                    codec: Codec::Pcmu,
+                    timestamp: (i as u32).wrapping_mul(160),
+                    marker: false,
+                    payload: data.slice(range),
+                },
+            );
+            core.handle_timeout(now, SystemTime::UNIX_EPOCH);
+            while let Some(out) = core.poll_output() {
+                if let Output::Rtp {
+                    header, payload, ..
+                } = out
+                {
+                    black_box((header, payload));
+                }
+            }
+            i += 1;
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, baseline, rtmp_to_rtp, rtp_to_rtmp, ws_to_rtp);
 criterion_main!(benches);

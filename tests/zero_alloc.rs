@@ -181,3 +181,84 @@ fn the_counter_sees_allocations() {
     assert_eq!(v.len(), 64);
     assert!(allocs >= 1);
 }
+
+/// A browser's audio frame as it arrives: a masked binary WebSocket frame carrying the 8-byte
+/// audio header and 160 bytes of µ-law.
+fn masked_audio_frame(buf: &mut BytesMut, i: u32) {
+    let mut payload = [0u8; 168];
+    payload[0] = 1;
+    payload[1] = 0;
+    payload[2..4].copy_from_slice(&1u16.to_be_bytes());
+    payload[4..8].copy_from_slice(&(i * 160).to_be_bytes());
+    payload[8..].fill(0xFF);
+    let key = [0x12, 0x34, 0x56, 0x78];
+    buf.put_slice(&[0x82, 0x80 | 126]);
+    buf.put_u16(168);
+    buf.put_slice(&key);
+    for (n, b) in payload.iter().enumerate() {
+        buf.put_u8(b ^ key[n % 4]);
+    }
+}
+
+#[test]
+fn websocket_audio_to_rtp_allocates_nothing_per_packet() {
+    use skybridge_codecs::signal::parse_audio_frame;
+    use skybridge_codecs::websocket::{
+        FrameLimits, FrameReader, Message, MessageAssembler, MessageLimits,
+    };
+    let t0 = Instant::now();
+    let mut core = answered_call(t0);
+    let mut reader = FrameReader::new(FrameLimits {
+        max_frame_len: 16 * 1024,
+        require_mask: true,
+    });
+    let mut assembler = MessageAssembler::new(MessageLimits {
+        max_text_len: 16 * 1024,
+        max_binary_len: 2048,
+        max_fragments: 64,
+    });
+    // The socket's receive buffer, filled as the driver's reads would fill it.
+    let mut wire = BytesMut::with_capacity(1000 * 180);
+    for i in 0..1000 {
+        masked_audio_frame(&mut wire, i);
+    }
+    let mut sent = 0usize;
+    let mut step = |core: &mut CallCore, wire: &mut BytesMut, i: usize| {
+        let frame = reader.read(wire).expect("valid").expect("a whole frame");
+        let Some(Message::Binary(data)) = assembler.push(frame).expect("valid message") else {
+            panic!("binary message expected");
+        };
+        let (header, range) = parse_audio_frame(&data).expect("audio frame");
+        let now = t0 + Duration::from_millis(20 * i as u64);
+        core.client_audio(
+            now,
+            MediaFrame {
+                codec: Codec::from_rtp_payload_type(header.codec).unwrap(),
+                timestamp: header.timestamp,
+                marker: false,
+                payload: data.slice(range),
+            },
+        );
+        core.handle_timeout(now, SystemTime::UNIX_EPOCH);
+        while let Some(out) = core.poll_output() {
+            if let Output::Rtp { payload, .. } = out {
+                assert_eq!(payload.len(), 160);
+                assert!(payload.iter().all(|b| *b == 0xFF), "unmasked in place");
+                sent += 1;
+            }
+        }
+    };
+    for i in 0..10 {
+        step(&mut core, &mut wire, i);
+    }
+    let ((), allocs) = count(|| {
+        for i in 10..1000 {
+            step(&mut core, &mut wire, i);
+        }
+    });
+    assert_eq!(sent, 1000);
+    assert_eq!(
+        allocs, 0,
+        "allocations on the WebSocket → RTP path for 990 packets ({allocs})"
+    );
+}
