@@ -180,11 +180,13 @@ impl Relay {
     }
 }
 
-/// SIP is accepted only from the configured upstream, the dial plan's hosts, the built-in
-/// targets and `sip.allowed_peers`; everyone else is ignored silently.
+/// SIP is accepted only from the configured upstream, the registrar, the dial plan's hosts,
+/// the built-in targets and `sip.allowed_peers`; everyone else is ignored silently.
 fn allowed_peers(config: &Config) -> Vec<IpAddr> {
     let mut peers: Vec<IpAddr> = config.sip.allowed_peers.clone();
     peers.extend(config.sip.upstream.map(|a| a.ip()));
+    // Its answers to our REGISTERs, and the inbound calls it routes to our bindings.
+    peers.extend(config.sip.registrar.map(|a| a.ip()));
     peers.extend(
         config
             .dialplan
@@ -198,4 +200,21 @@ fn allowed_peers(config: &Config) -> Vec<IpAddr> {
     peers.sort();
     peers.dedup();
     peers
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registrar_may_send_sip() {
+        let mut config = Config::default();
+        let registrar: SocketAddr = "192.0.2.7:5060".parse().unwrap();
+        config.sip.registrar = Some(registrar);
+        let peers = allowed_peers(&config);
+        assert!(peers.contains(&registrar.ip()), "{peers:?}");
+        // Still an allow-list: the built-in targets' loopback address is in it too.
+        assert!(peers.contains(&config.builtin.listen.ip()), "{peers:?}");
+    }
 }
