@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what skybridge's test suite needs on a Debian/Ubuntu machine, only if missing:
-# ffmpeg, baresip, kamailio, sip-tester (sipp), sox (apt) and cargo-fuzz (cargo).
+# ffmpeg, baresip, kamailio, sip-tester (sipp), sox, chromium, nodejs/npm (apt), cargo-fuzz
+# (cargo) and playwright-core (npm, into tests/browser/node_modules; it never downloads a
+# browser: the tests drive Debian's /usr/bin/chromium).
 # Idempotent: a machine that has everything is left untouched (no apt-get update).
 set -euo pipefail
 
@@ -8,7 +10,7 @@ log() { printf '[install-deps] %s\n' "$*"; }
 die() { printf '[install-deps] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # package:command pairs; a package counts as present if dpkg knows it or its command exists.
-PKGS=(ffmpeg:ffmpeg baresip:baresip kamailio:kamailio sip-tester:sipp sox:sox)
+PKGS=(ffmpeg:ffmpeg baresip:baresip kamailio:kamailio sip-tester:sipp sox:sox chromium:chromium nodejs:node npm:npm)
 
 missing=()
 for pair in "${PKGS[@]}"; do
@@ -32,7 +34,15 @@ if ((${#missing[@]})); then
     $SUDO env DEBIAN_FRONTEND=noninteractive \
         apt-get install -y --no-install-recommends "${missing[@]}"
 else
-    log "system packages present: ffmpeg baresip kamailio sipp sox"
+    log "system packages present: ffmpeg baresip kamailio sipp sox chromium node npm"
+fi
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [ -d "$ROOT/tests/browser/node_modules/playwright-core" ]; then
+    log "playwright-core present"
+else
+    log "installing playwright-core (tests/browser, from package-lock.json)"
+    (cd "$ROOT/tests/browser" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
 fi
 
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (https://rustup.rs)"

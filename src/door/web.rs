@@ -98,6 +98,8 @@ async fn serve_connection(mut stream: TcpStream, shared: Shared, peer: SocketAdd
     }
     let response = match (method.as_str(), crate::web::asset(&path)) {
         ("GET", Some((content_type, body))) => simple_response(200, content_type, body),
+        // Browsers ask for it unprompted; an empty answer keeps their consoles clean.
+        ("GET", None) if path == "/favicon.ico" => simple_response(204, "image/x-icon", b""),
         ("GET", None) => simple_response(404, "text/plain", b"not found\n"),
         _ => simple_response(405, "text/plain", b"method not allowed\n"),
     };
@@ -108,6 +110,7 @@ async fn serve_connection(mut stream: TcpStream, shared: Shared, peer: SocketAdd
 fn simple_response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
     let reason = match status {
         200 => "OK",
+        204 => "No Content",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",

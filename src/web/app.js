@@ -4,6 +4,11 @@
 // ---------------------------------------------------------------------------------------------
 // G.711 (ITU-T G.711): µ-law and A-law, table driven.
 
+// The browser's voice processing (echo cancellation, noise suppression, gain control) is on
+// unless the page is opened with `?processing=off` (music, measurement, a headset with its own
+// processing). Noise suppression treats a steady test tone as noise and fades it out.
+const VOICE_PROCESSING = new URLSearchParams(location.search).get("processing") !== "off";
+
 const ULAW_BIAS = 0x84;
 const ULAW_CLIP = 32635;
 
@@ -593,7 +598,12 @@ function startMic() {
     try {
       if (!(await ensureAudio())) return;
       const stream = await navigator.mediaDevices.getUserMedia({
-        audio: { echoCancellation: true, noiseSuppression: true, channelCount: 1 },
+        audio: {
+          echoCancellation: VOICE_PROCESSING,
+          noiseSuppression: VOICE_PROCESSING,
+          autoGainControl: VOICE_PROCESSING,
+          channelCount: 1,
+        },
       });
       if (!liveCalls().length && !S.pendingDials.length) {
         for (const t of stream.getTracks()) t.stop();

@@ -13,6 +13,7 @@ pub mod kamailio;
 pub mod procs;
 pub mod relay;
 pub mod rtmp_client;
+pub mod scenario;
 pub mod sipp;
 pub mod skybridge;
 pub mod ws_client;
