@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::scenario::{anonymous, dialplan, serial, user_block, MIN_SNR_DB};
+
 use common::audio::{
     active_duration, dominant_frequency, read_wav, tone_snr_db, write_tone_wav, Wav,
 };
@@ -19,67 +21,10 @@ use common::rtmp_client::RtmpClient;
 use common::sipp::{Scenario, Sipp};
 use common::skybridge::{Skybridge, SkybridgeOpts};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 const SEC: Duration = Duration::from_secs(1);
-
-/// Calibrated in the harness self-test: a clean G.711 loopback call measures > 30 dB; 20 dB
-/// leaves room for jitter-buffer adjustments and packet-loss concealment.
-const MIN_SNR_DB: f64 = 20.0;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// One test at a time (a failed test poisons the lock; the next one still runs).
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// `[auth]` lines letting anonymous clients dial `targets` (auth off, loopback only).
-fn anonymous(targets: &[&str]) -> String {
-    let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
-    format!(
-        "required = false\nanonymous_targets = [{}]",
-        list.join(", ")
-    )
-}
-
-fn dialplan(entries: &[(&str, &str)]) -> Vec<(String, String)> {
-    entries
-        .iter()
-        .map(|(n, u)| (n.to_string(), u.to_string()))
-        .collect()
-}
-
-fn sha256_hex(token: &str) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// A `[[users]]` block.
-fn user_block(
-    name: &str,
-    token: &str,
-    targets: &[&str],
-    sip: Option<(&str, &str, &str)>,
-) -> String {
-    let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
-    let mut s = format!(
-        "[[users]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"\ntargets = [{}]\n",
-        sha256_hex(token),
-        list.join(", ")
-    );
-    if let Some((user, pass, realm)) = sip {
-        s.push_str(&format!(
-            "sip_username = \"{user}\"\nsip_password = \"{pass}\"\nsip_realm = \"{realm}\"\n"
-        ));
-    }
-    s
-}
 
 /// Reads a WAV, panicking with `context` when it is missing or unreadable.
 fn wav_or_panic(path: Option<&Path>, context: &str) -> Wav {

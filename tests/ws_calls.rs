@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::scenario::{anonymous, serial, sha256_hex, MIN_SNR_DB};
+
 use common::audio::{active_duration, dominant_frequency, read_wav, tone_snr_db, write_tone_wav};
 use common::baresip::{Answer, Baresip, BaresipOpts, Registration};
 use common::kamailio::{Kamailio, KamailioOpts};
@@ -19,35 +21,10 @@ use common::sipp::{Scenario, Sipp};
 use common::skybridge::{Skybridge, SkybridgeOpts};
 use common::ws_client::WsClient;
 use serde_json::{json, Value};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 const SEC: Duration = Duration::from_secs(1);
-const MIN_SNR_DB: f64 = 20.0;
 const ALICE_TOKEN: &str = "alice-token";
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn sha256_hex(token: &str) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// `[auth]` lines letting anonymous clients dial `targets`.
-fn anonymous(targets: &[&str]) -> String {
-    let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
-    format!(
-        "required = false\nanonymous_targets = [{}]",
-        list.join(", ")
-    )
-}
 
 /// User alice (token `alice-token`), optionally with SIP credentials (user, pass, realm).
 fn alice(sip: Option<(&str, &str, &str)>) -> String {
