@@ -5,8 +5,72 @@ pub mod rtmp;
 pub mod web;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn, Instrument};
+
+use crate::ops::metrics as m;
+use crate::relay::Shared;
+
+/// Accepts connections until `stop` turns true, holding each to the per-IP and total caps,
+/// and runs `handle` for each in its own task (inside a span naming the transport and peer).
+pub async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    shared: Shared,
+    mut stop: watch::Receiver<bool>,
+    transport: &'static str,
+    handle: F,
+) where
+    F: Fn(TcpStream, Shared, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let limits = ConnectionLimits::new(
+        shared.config.limits.max_connections_per_ip,
+        shared.config.limits.max_connections,
+    );
+    loop {
+        tokio::select! {
+            r = listener.accept() => {
+                let Ok((stream, peer)) = r else { continue };
+                let Some(slot) = limits.acquire(peer.ip()) else {
+                    warn!(%peer, transport, "connection refused: connection cap reached");
+                    metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => transport, "reason" => "connection_cap").increment(1);
+                    continue;
+                };
+                let span = tracing::info_span!("conn", transport, %peer);
+                let work = handle(stream, shared.clone(), peer);
+                tokio::spawn(async move {
+                    work.await;
+                    drop(slot);
+                }.instrument(span));
+            }
+            _ = stop.changed() => {
+                debug!(transport, "listener stopped");
+                return;
+            }
+        }
+    }
+}
+
+/// Receives from an optional channel; pending forever when there is none (for `select!`).
+pub async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// [`recv_opt`] for an unbounded channel.
+pub async fn recv_opt_unbounded<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Counts connections per client IP and in all; a [`ConnectionSlot`] gives its place back when
 /// dropped.

@@ -12,9 +12,9 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, warn};
 
-use super::ConnectionLimits;
+use super::{recv_opt, recv_opt_unbounded};
 use crate::call::driver::{new_leg_id, CallRef, ClientSink, LegId, ToClient};
 use crate::call::ClientCommand;
 use crate::media::{Codec, MediaFrame};
@@ -29,38 +29,22 @@ use skybridge_codecs::rtmp::ChunkLimits;
 const TRANSPORT: &str = "rtmp";
 
 /// Accepts RTMP connections until `stop` turns true.
-pub async fn serve(listener: TcpListener, shared: Shared, mut stop: watch::Receiver<bool>) {
-    let limits = ConnectionLimits::new(
-        shared.config.limits.max_connections_per_ip,
-        shared.config.limits.max_connections,
-    );
-    loop {
-        tokio::select! {
-            r = listener.accept() => {
-                let Ok((stream, peer)) = r else { continue };
-                let Some(slot) = limits.acquire(peer.ip()) else {
-                    warn!(%peer, "rtmp connection refused: connection cap reached");
-                    metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => "connection_cap").increment(1);
-                    continue;
-                };
-                let shared = shared.clone();
-                let span = tracing::info_span!("rtmp", %peer);
-                tokio::spawn(async move {
-                    metrics::counter!(m::CLIENT_CONNECTIONS_TOTAL, "transport" => TRANSPORT).increment(1);
-                    metrics::gauge!(m::CLIENT_CONNECTIONS_ACTIVE, "transport" => TRANSPORT).increment(1.0);
-                    let mut conn = Connection::new(shared, peer);
-                    conn.run(stream).await;
-                    conn.leave_all();
-                    metrics::gauge!(m::CLIENT_CONNECTIONS_ACTIVE, "transport" => TRANSPORT).decrement(1.0);
-                    drop(slot);
-                }.instrument(span));
-            }
-            _ = stop.changed() => {
-                debug!("rtmp listener stopped");
-                return;
-            }
-        }
-    }
+pub async fn serve(listener: TcpListener, shared: Shared, stop: watch::Receiver<bool>) {
+    super::accept_loop(
+        listener,
+        shared,
+        stop,
+        TRANSPORT,
+        |stream, shared, peer| async move {
+            metrics::counter!(m::CLIENT_CONNECTIONS_TOTAL, "transport" => TRANSPORT).increment(1);
+            metrics::gauge!(m::CLIENT_CONNECTIONS_ACTIVE, "transport" => TRANSPORT).increment(1.0);
+            let mut conn = Connection::new(shared, peer);
+            conn.run(stream).await;
+            conn.leave_all();
+            metrics::gauge!(m::CLIENT_CONNECTIONS_ACTIVE, "transport" => TRANSPORT).decrement(1.0);
+        },
+    )
+    .await;
 }
 
 /// What this connection's streams are attached to.
@@ -481,20 +465,6 @@ impl Connection {
         }
         self.calls.clear();
         self.streams.clear();
-    }
-}
-
-async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn recv_opt_unbounded<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
     }
 }
 

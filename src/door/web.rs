@@ -9,9 +9,9 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, warn};
 
-use super::ConnectionLimits;
+use super::{recv_opt, recv_opt_unbounded};
 use crate::call::driver::{new_leg_id, CallRef, ClientSink, LegId, ToClient};
 use crate::call::ClientCommand;
 use crate::media::{Codec, MediaFrame};
@@ -25,30 +25,8 @@ use skybridge_codecs::websocket::{parse_http_request_head, WsError};
 const TRANSPORT: &str = "websocket";
 
 /// Accepts connections until `stop` turns true.
-pub async fn serve(listener: TcpListener, shared: Shared, mut stop: watch::Receiver<bool>) {
-    let limits = ConnectionLimits::new(
-        shared.config.limits.max_connections_per_ip,
-        shared.config.limits.max_connections,
-    );
-    loop {
-        tokio::select! {
-            r = listener.accept() => {
-                let Ok((stream, peer)) = r else { continue };
-                let Some(slot) = limits.acquire(peer.ip()) else {
-                    warn!(%peer, "web connection refused: connection cap reached");
-                    metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => "connection_cap").increment(1);
-                    continue;
-                };
-                let shared = shared.clone();
-                let span = tracing::info_span!("web", %peer);
-                tokio::spawn(async move {
-                    serve_connection(stream, shared, peer).await;
-                    drop(slot);
-                }.instrument(span));
-            }
-            _ = stop.changed() => return,
-        }
-    }
+pub async fn serve(listener: TcpListener, shared: Shared, stop: watch::Receiver<bool>) {
+    super::accept_loop(listener, shared, stop, TRANSPORT, serve_connection).await;
 }
 
 /// Reads the HTTP request head (bounded in size and time) and dispatches: `/ws` → WebSocket,
@@ -585,20 +563,6 @@ fn hold_by(by_remote: bool) -> HoldBy {
         HoldBy::Remote
     } else {
         HoldBy::Local
-    }
-}
-
-async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn recv_opt_unbounded<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
     }
 }
 
