@@ -454,3 +454,49 @@ fn hold_and_resume_from_each_side() {
         "the hold re-INVITE/answer are not in SIPp's trace\n{msgs}"
     );
 }
+
+// ---------------------------------------------------------------- registration refresh
+
+#[test]
+fn registration_is_refreshed_before_it_expires() {
+    let _serial = serial();
+    let dir = TestDir::new("ws-register-refresh");
+    let kam = Kamailio::start(KamailioOpts {
+        users: vec![("alice".into(), "alicepw".into())],
+        auth_invite: false,
+    });
+    // 10 s asked: skybridge refreshes at half of what is granted (at least 5 s).
+    let sb = Skybridge::start(
+        dir.path(),
+        &SkybridgeOpts {
+            sip: format!(
+                "registrar = \"{}\"\ndomain = \"127.0.0.1\"\nregister_expires_secs = 10",
+                kam.addr()
+            ),
+            auth: "required = true\nanonymous_targets = []".into(),
+            tail: alice(Some(("alice", "alicepw", "127.0.0.1"))),
+            ..Default::default()
+        },
+    );
+    let (ws, _) = WsClient::signed_in(sb.web, "ws", Some(ALICE_TOKEN)).unwrap();
+    let count = || kam.log().matches("AUTH OK REGISTER as alice").count();
+    assert!(
+        wait_until(5 * SEC, || count() >= 1),
+        "no registration\n{}\n{}",
+        kam.tails(),
+        sb.tails()
+    );
+    assert!(
+        wait_until(10 * SEC, || count() >= 2),
+        "the registration was not refreshed within 10 s ({} REGISTERs accepted)\n{}\n{}",
+        count(),
+        kam.tails(),
+        sb.tails()
+    );
+    drop(ws);
+    assert!(
+        wait_until(5 * SEC, || strip_ansi(&sb.log()).contains("unregistered")),
+        "no un-REGISTER after the last session left\n{}",
+        sb.tails()
+    );
+}
