@@ -500,3 +500,56 @@ fn registration_is_refreshed_before_it_expires() {
         sb.tails()
     );
 }
+
+// ---------------------------------------------------------------- call waiting
+
+#[test]
+fn answering_a_second_call_puts_the_first_on_hold() {
+    let _serial = serial();
+    let dir = TestDir::new("ws-call-waiting");
+    let mut bob = bob_phone(&dir, None);
+    let sb = Skybridge::start(
+        dir.path(),
+        &SkybridgeOpts {
+            auth: "required = true\nanonymous_targets = []".into(),
+            dialplan: vec![("bob".into(), bob.uri())],
+            tail: common::scenario::user_block("alice", ALICE_TOKEN, &["bob"], None),
+            ..Default::default()
+        },
+    );
+    let (mut ws, _) = WsClient::signed_in(sb.web, "ws", Some(ALICE_TOKEN)).unwrap();
+    let ctx = || sb.tails();
+    let first = dial(&mut ws, "bob", &ctx);
+    bob.expect_event("CALL_ESTABLISHED", 5 * SEC);
+    // A second, inbound call while the first is up.
+    let mut carol = Baresip::start(BaresipOpts {
+        name: "carol".into(),
+        user: "carol".into(),
+        answer: Answer::Auto,
+        dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    });
+    carol.dial(&format!("sip:alice@{}", sb.sip));
+    let incoming = expect(&mut ws, "incoming", 5 * SEC, &ctx);
+    let second = call_id(&incoming);
+    assert_ne!(second, first, "a second call gets its own id");
+    ws.send_json(&json!({"type": "answer", "call": second}));
+    let answered = expect(&mut ws, "answered", 5 * SEC, &ctx);
+    assert_eq!(call_id(&answered), second);
+    let held = expect(&mut ws, "held", 5 * SEC, &ctx);
+    assert_eq!(
+        call_id(&held),
+        first,
+        "the first call is the one held: {held}"
+    );
+    assert_eq!(held["by"], "local", "{held}");
+    carol.expect_event("CALL_ESTABLISHED", 5 * SEC);
+    // Both calls are still up: hang up each and see both end.
+    for id in [second, first] {
+        ws.send_json(&json!({"type": "hangup", "call": id}));
+        let h = expect(&mut ws, "hangup", 5 * SEC, &ctx);
+        assert_eq!(call_id(&h), id);
+    }
+    bob.expect_event("CALL_CLOSED", 5 * SEC);
+    carol.expect_event("CALL_CLOSED", 5 * SEC);
+}
