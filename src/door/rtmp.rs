@@ -51,8 +51,6 @@ pub async fn serve(listener: TcpListener, shared: Shared, stop: watch::Receiver<
 struct Attachment {
     call: CallRef,
     leg: LegId,
-    /// Dialled by publishing/playing a stream name (the connection closes when the call ends).
-    by_stream: bool,
 }
 
 struct Connection {
@@ -61,7 +59,8 @@ struct Connection {
     identity: Option<Identity>,
     /// Call per target name.
     calls: HashMap<String, (CallRef, Vec<LegId>)>,
-    /// stream id → (target, leg, publishing?)
+    /// Publish/play streams attached to a call (stream-name dialling; the connection closes
+    /// when that call ends).
     streams: HashMap<u32, Attachment>,
     play_streams: Vec<(u32, String)>,
     sink_audio: mpsc::Sender<(LegId, MediaFrame)>,
@@ -223,8 +222,10 @@ impl Connection {
                 name,
                 token,
             } => {
-                if let Some(call) = self.join(session, stream_id, &name, token.as_deref(), true) {
-                    let _ = call;
+                if self
+                    .join(session, stream_id, &name, token.as_deref())
+                    .is_some()
+                {
                     session.accept_publish(stream_id);
                 }
             }
@@ -234,7 +235,7 @@ impl Connection {
                 token,
             } => {
                 if self
-                    .join(session, stream_id, &name, token.as_deref(), false)
+                    .join(session, stream_id, &name, token.as_deref())
                     .is_some()
                 {
                     self.play_streams.push((stream_id, name));
@@ -289,7 +290,7 @@ impl Connection {
             }
             RtmpEvent::Call { target } => {
                 // Success is reported by the call itself (onRinging/onAnswered/onHangup).
-                let _ = self.join(session, 0, &target, None, false);
+                let _ = self.join(session, 0, &target, None);
             }
             RtmpEvent::Hangup => {
                 for (call, _) in self.calls.values() {
@@ -319,7 +320,6 @@ impl Connection {
         stream_id: u32,
         target: &str,
         token: Option<&str>,
-        publishing: bool,
     ) -> Option<CallRef> {
         let stream = (stream_id != 0).then_some(stream_id);
         let identity = match self.authenticate(token) {
@@ -348,7 +348,6 @@ impl Connection {
         let sink = self.sink();
         match self.shared.calls.join(&identity, &route, leg, Some(sink)) {
             Ok(call) => {
-                let _ = publishing;
                 let entry = self
                     .calls
                     .entry(target.to_string())
@@ -360,7 +359,6 @@ impl Connection {
                         Attachment {
                             call: call.clone(),
                             leg,
-                            by_stream: true,
                         },
                     );
                 }
@@ -436,7 +434,7 @@ impl Connection {
                         Amf0Value::String(&reason),
                     ],
                 );
-                let by_stream = self.streams.values().any(|a| a.by_stream);
+                let by_stream = !self.streams.is_empty();
                 for (id, _) in &self.play_streams {
                     session.send_stream_status(*id, "NetStream.Play.Stop", &reason);
                 }
