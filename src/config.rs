@@ -596,6 +596,20 @@ mod tests {
     }
 
     #[test]
+    fn tunnel_keys_are_checked_and_a_public_tunnel_needs_auth() {
+        let c = Config::default();
+        assert!(c.tunnel_listen().unwrap().unwrap().ip().is_loopback());
+        let err = Config::from_toml("[tunnel]\nlisten = \"0.0.0.0:4571\"\n").unwrap_err();
+        assert!(err.to_string().contains("tunnel.listen"), "{err}");
+        let err = Config::from_toml("[tunnel]\nmax_frame_bytes = 11\n").unwrap_err();
+        assert!(err.to_string().contains("tunnel.max_frame_bytes"), "{err}");
+        let err = Config::from_toml("[tunnel]\nbind_window_secs = 0\n").unwrap_err();
+        assert!(err.to_string().contains("tunnel.bind_window_secs"), "{err}");
+        let off = Config::from_toml("[tunnel]\nlisten = \"\"\n").unwrap();
+        assert_eq!(off.tunnel_listen().unwrap(), None);
+    }
+
+    #[test]
     fn public_listener_with_auth_is_accepted() {
         let text = format!(
             "[rtmp]\nlisten = \"0.0.0.0:1935\"\n[auth]\nrequired = true\nanonymous_targets = []\n\

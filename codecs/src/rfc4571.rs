@@ -12,7 +12,8 @@
 //! more than [`DeframerLimits::max_empty_run`] of them in a row is an error, so a flood of
 //! them costs bounded CPU.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::BufMut;
+pub use bytes::{Bytes, BytesMut};
 
 /// Length of the frame header (the 16-bit length).
 pub const LENGTH_PREFIX_LEN: usize = 2;

@@ -540,9 +540,8 @@ fn create_call(
 /// `DELETE /v1/calls/{id}?key=K`: withdraws a binding or hangs up a bound call.
 fn delete_call(shared: &Shared, id: u64, key: u128) -> (u16, String) {
     let tunnels = &shared.tunnels;
-    if lock(&tunnels.table).withdraw(id, key).is_some() {
-        return (204, String::new());
-    }
+    // Withdrawn first, so that a receive connection can no longer attach.
+    let withdrawn = lock(&tunnels.table).withdraw(id, key).is_some();
     let slot = lock(&tunnels.active).get(&id).cloned();
     match slot {
         Some(slot) if slot.key == key => {
@@ -551,6 +550,7 @@ fn delete_call(shared: &Shared, id: u64, key: u128) -> (u16, String) {
             }
             (204, String::new())
         }
+        _ if withdrawn => (204, String::new()),
         _ => (404, error_json("unknown_call", "no such call")),
     }
 }
