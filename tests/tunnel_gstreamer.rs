@@ -279,6 +279,12 @@ fn a_native_client_sends_and_receives_on_the_tunnel_connection() {
     let mut seq = 0u16;
     while got.len() < 50 && Instant::now() < end {
         s.write_all(&rtp_frame(b.ssrc, seq)).unwrap();
+        if seq == 5 {
+            // An RTCP receiver report (RFC 5761: PT 201) is accepted and ignored.
+            let mut rr = vec![0u8, 8, 0x80, 201, 0, 1];
+            rr.extend_from_slice(&b.ssrc.to_be_bytes());
+            s.write_all(&rr).unwrap();
+        }
         seq = seq.wrapping_add(1);
         s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
         if let Ok(n) = s.read(&mut buf) {
@@ -441,4 +447,39 @@ fn another_address_than_the_api_callers_is_refused_and_late_bindings_expire() {
     assert_eq!(rejected(&sb, "unknown_ssrc"), 1.0, "{}", sb.tails());
     std::thread::sleep(SEC);
     assert!(no_call_reached(&bob), "{:?}", bob.history());
+}
+
+#[test]
+fn a_bound_tunnel_that_goes_silent_is_closed_at_the_idle_timeout_and_the_call_ends() {
+    let _serial = serial();
+    let dir = TestDir::new("tunnel-idle");
+    let sb = Skybridge::start(
+        dir.path(),
+        &SkybridgeOpts {
+            tunnel: "idle_timeout_secs = 2".into(),
+            ..Default::default()
+        },
+    );
+    let b = new_call(&sb, None, "tone");
+    let mut s = TcpStream::connect(b.tunnel).unwrap();
+    for seq in 0..3 {
+        s.write_all(&rtp_frame(b.ssrc, seq)).unwrap();
+    }
+    assert!(
+        wait_until(3 * SEC, || sb.metric("skybridge_calls_active", &[]) == 1.0),
+        "the call did not start\n{}",
+        sb.tails()
+    );
+    let started = Instant::now();
+    assert!(closed_within(&mut s, 5 * SEC), "still open\n{}", sb.tails());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "closed after {waited:?}"
+    );
+    assert!(
+        wait_until(3 * SEC, || sb.metric("skybridge_calls_active", &[]) == 0.0),
+        "the call outlived its tunnel\n{}",
+        sb.tails()
+    );
 }

@@ -159,7 +159,7 @@ where
         Packet::Unsupported { ssrc, .. } => (ssrc, None),
         Packet::Rtcp(_) => return reject(peer, TunnelError::NotRtp),
     };
-    let bound = lock(&shared.tunnels.table).bind(Instant::now(), ssrc, peer.ip());
+    let bound = lock(&shared.tunnels.table).bind(Instant::now(), ssrc, peer.ip().to_canonical());
     let (id, slot) = match bound {
         Ok(b) => b,
         Err(e) => {
@@ -498,7 +498,14 @@ fn create_call(
     // A fresh unguessable SSRC; a collision with a pending one draws again.
     for _ in 0..4 {
         let ssrc = rand::random::<u32>();
-        match table.offer(Instant::now(), peer.ip(), id, ssrc, key, Arc::clone(&slot)) {
+        match table.offer(
+            Instant::now(),
+            peer.ip().to_canonical(),
+            id,
+            ssrc,
+            key,
+            Arc::clone(&slot),
+        ) {
             Err(TunnelError::AlreadyUsed) => continue,
             r => {
                 offered = r.map(|_| ssrc);
@@ -561,7 +568,12 @@ async fn receive<S>(mut stream: S, shared: Shared, peer: SocketAddr, id: u64, ke
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let attached = lock(&shared.tunnels.table).attach_receiver(Instant::now(), id, key, peer.ip());
+    let attached = lock(&shared.tunnels.table).attach_receiver(
+        Instant::now(),
+        id,
+        key,
+        peer.ip().to_canonical(),
+    );
     let slot = match attached {
         Ok(s) => s,
         Err(e) => {
