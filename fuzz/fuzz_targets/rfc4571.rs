@@ -19,7 +19,10 @@ fn run(data: &[u8], splits: &[u8]) -> (Vec<Vec<u8>>, Option<FramingError>) {
     let mut rest = data;
     let mut i = 0;
     while !rest.is_empty() {
-        let n = splits.get(i).map_or(rest.len(), |&s| usize::from(s).max(1)).min(rest.len());
+        let n = splits
+            .get(i)
+            .map_or(rest.len(), |&s| usize::from(s).max(1))
+            .min(rest.len());
         i += 1;
         let (now, later) = rest.split_at(n);
         rest = later;
