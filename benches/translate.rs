@@ -7,6 +7,9 @@
 //! - `rtp_to_rtmp`: an RTP packet validated and mapped by the call core, then framed as an RTMP
 //!   audio message.
 //!
+//! - `rfc4571_to_rtp`: an RFC 4571 frame deframed and classified by the tunnel reader, through
+//!   the call core to an RTP header + payload slice.
+//!
 //! Run: `cargo bench --bench translate`. Report `rtmp_to_rtp / baseline` and
 //! `rtp_to_rtmp / baseline` (the README has the figures).
 
@@ -239,5 +242,53 @@ fn ws_to_rtp(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, baseline, rtmp_to_rtp, rtp_to_rtmp, ws_to_rtp);
+fn rfc4571_to_rtp(c: &mut Criterion) {
+    use skybridge::tunnel::{Packet, PacketReader, ReaderLimits};
+    let mut g = c.benchmark_group("translate");
+    g.throughput(Throughput::Elements(1));
+    // One RFC 4571 frame as GStreamer's rtpstreampay sends it: 2-byte length + RTP (PT 0).
+    let mut frame = vec![
+        0u8, 172, 0x80, 0x00, 0, 1, 0, 0, 0, 160, 0x0B, 0xAD, 0xCA, 0xFE,
+    ];
+    frame.extend_from_slice(&[0xFF; 160]);
+    let t0 = Instant::now();
+    let mut core = answered_call(t0);
+    let mut reader = PacketReader::new(ReaderLimits::default());
+    let mut inbuf = BytesMut::with_capacity(1 << 20);
+    let mut i: u64 = 0;
+    g.bench_function("rfc4571_to_rtp", |b| {
+        b.iter(|| {
+            if inbuf.capacity() - inbuf.len() < 512 {
+                inbuf.reserve(1 << 20);
+            }
+            inbuf.extend_from_slice(&frame);
+            let Ok(Some(Packet::Audio { mut frame, .. })) = reader.next(&mut inbuf) else {
+                panic!("no audio frame")
+            };
+            frame.timestamp = (i as u32).wrapping_mul(160);
+            let now = t0 + Duration::from_millis(20 * i);
+            core.client_audio(now, frame);
+            core.handle_timeout(now, SystemTime::UNIX_EPOCH);
+            while let Some(out) = core.poll_output() {
+                if let Output::Rtp {
+                    header, payload, ..
+                } = out
+                {
+                    black_box((header, payload));
+                }
+            }
+            i += 1;
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    baseline,
+    rtmp_to_rtp,
+    rtp_to_rtmp,
+    ws_to_rtp,
+    rfc4571_to_rtp
+);
 criterion_main!(benches);

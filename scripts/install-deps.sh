@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what skybridge's test suite needs on a Debian/Ubuntu machine, only if missing:
-# ffmpeg, baresip, kamailio, sip-tester (sipp), sox, chromium, nodejs/npm (apt), cargo-fuzz
+# ffmpeg, baresip, kamailio, sip-tester (sipp), sox, chromium, nodejs/npm, GStreamer (apt), cargo-fuzz
 # (cargo) and playwright-core (npm, into tests/browser/node_modules; it never downloads a
 # browser: the tests drive Debian's /usr/bin/chromium).
 # Idempotent: a machine that has everything is left untouched (no apt-get update).
@@ -10,7 +10,11 @@ log() { printf '[install-deps] %s\n' "$*"; }
 die() { printf '[install-deps] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # package:command pairs; a package counts as present if dpkg knows it or its command exists.
-PKGS=(ffmpeg:ffmpeg baresip:baresip kamailio:kamailio sip-tester:sipp sox:sox chromium:chromium nodejs:node npm:npm)
+# (GStreamer: gst-launch-1.0, rtpstreampay/rtpstreamdepay, tcpclientsink, souphttpsrc for the
+# RFC 4571 tunnel tests; the plugin packages have no command of their own, dpkg decides.)
+PKGS=(ffmpeg:ffmpeg baresip:baresip kamailio:kamailio sip-tester:sipp sox:sox chromium:chromium nodejs:node npm:npm
+      gstreamer1.0-tools:gst-launch-1.0 gstreamer1.0-plugins-base:gstreamer1.0-plugins-base
+      gstreamer1.0-plugins-good:gstreamer1.0-plugins-good)
 
 missing=()
 for pair in "${PKGS[@]}"; do
@@ -34,7 +38,7 @@ if ((${#missing[@]})); then
     $SUDO env DEBIAN_FRONTEND=noninteractive \
         apt-get install -y --no-install-recommends "${missing[@]}"
 else
-    log "system packages present: ffmpeg baresip kamailio sipp sox chromium node npm"
+    log "system packages present: ffmpeg baresip kamailio sipp sox chromium node npm gstreamer"
 fi
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -17,6 +17,7 @@ use serde::Deserialize;
 pub struct Config {
     pub rtmp: RtmpConfig,
     pub web: WebConfig,
+    pub tunnel: TunnelConfig,
     pub http: HttpConfig,
     pub sip: SipConfig,
     pub rtp: RtpConfig,
@@ -74,6 +75,38 @@ impl Default for WebConfig {
             listen: "127.0.0.1:8080".into(),
             allowed_origins: Vec::new(),
             handshake_timeout_secs: 10,
+        }
+    }
+}
+
+/// RTP over TCP (RFC 4571) for clients whose network blocks UDP; calls are set up with
+/// `POST /v1/calls` on the web listener (README, "Calling over TCP (RFC 4571)").
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TunnelConfig {
+    /// Listen address for RFC 4571 tunnel connections; empty disables it (and the API).
+    pub listen: String,
+    /// Seconds after `POST /v1/calls` within which the tunnel (and receive) connection must bind.
+    pub bind_window_secs: u64,
+    /// Seconds a connection has to send its first packet, and to finish any frame it started.
+    pub read_timeout_secs: u64,
+    /// Seconds without any input on a bound tunnel after which it is closed (the call ends).
+    pub idle_timeout_secs: u64,
+    /// Largest RTP/RTCP packet accepted in one frame (bytes).
+    pub max_frame_bytes: u16,
+    /// Zero-length frames tolerated in a row before the connection is closed.
+    pub max_empty_frames: u32,
+}
+
+impl Default for TunnelConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:4571".into(),
+            bind_window_secs: 10,
+            read_timeout_secs: 10,
+            idle_timeout_secs: 15,
+            max_frame_bytes: 1500,
+            max_empty_frames: 16,
         }
     }
 }
@@ -319,6 +352,22 @@ impl Config {
         let rtmp_listen = self.rtmp_listen()?;
         let http_listen = self.http_listen()?;
         let web_listen = self.web_listen()?;
+        let tunnel_listen = self.tunnel_listen()?;
+        if self.tunnel.bind_window_secs == 0 || self.tunnel.bind_window_secs > 300 {
+            return Err(invalid("tunnel.bind_window_secs", "must be 1..=300"));
+        }
+        if self.tunnel.read_timeout_secs == 0 {
+            return Err(invalid("tunnel.read_timeout_secs", "must be at least 1"));
+        }
+        if self.tunnel.idle_timeout_secs == 0 {
+            return Err(invalid("tunnel.idle_timeout_secs", "must be at least 1"));
+        }
+        if self.tunnel.max_frame_bytes < 12 {
+            return Err(invalid(
+                "tunnel.max_frame_bytes",
+                "must be at least 12 (an RTP header)",
+            ));
+        }
         if self.rtp.port_min % 2 != 0 {
             return Err(invalid("rtp.port_min", "must be even (RTCP uses port + 1)"));
         }
@@ -420,6 +469,7 @@ impl Config {
             let open: Vec<&str> = [
                 ("rtmp.listen", rtmp_listen),
                 ("web.listen", web_listen),
+                ("tunnel.listen", tunnel_listen),
                 ("http.listen", http_listen),
             ]
             .iter()
@@ -452,6 +502,11 @@ impl Config {
     /// Parsed RTMP listen address (None = disabled).
     pub fn rtmp_listen(&self) -> Result<Option<SocketAddr>, ConfigError> {
         parse_listen("rtmp.listen", &self.rtmp.listen)
+    }
+
+    /// Parsed RFC 4571 tunnel listen address (None = disabled).
+    pub fn tunnel_listen(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        parse_listen("tunnel.listen", &self.tunnel.listen)
     }
 
     /// Parsed softphone/WebSocket listen address (None = disabled).
@@ -538,6 +593,20 @@ mod tests {
             text.contains("rtmp.listen") && text.contains("auth"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn tunnel_keys_are_checked_and_a_public_tunnel_needs_auth() {
+        let c = Config::default();
+        assert!(c.tunnel_listen().unwrap().unwrap().ip().is_loopback());
+        let err = Config::from_toml("[tunnel]\nlisten = \"0.0.0.0:4571\"\n").unwrap_err();
+        assert!(err.to_string().contains("tunnel.listen"), "{err}");
+        let err = Config::from_toml("[tunnel]\nmax_frame_bytes = 11\n").unwrap_err();
+        assert!(err.to_string().contains("tunnel.max_frame_bytes"), "{err}");
+        let err = Config::from_toml("[tunnel]\nbind_window_secs = 0\n").unwrap_err();
+        assert!(err.to_string().contains("tunnel.bind_window_secs"), "{err}");
+        let off = Config::from_toml("[tunnel]\nlisten = \"\"\n").unwrap();
+        assert_eq!(off.tunnel_listen().unwrap(), None);
     }
 
     #[test]

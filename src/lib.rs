@@ -25,5 +25,6 @@ pub mod rtp_leg;
 pub mod session;
 pub mod sip;
 pub mod sip_endpoint;
+pub mod tunnel;
 pub mod web;
 pub mod ws;

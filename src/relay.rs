@@ -28,6 +28,7 @@ pub struct Relay {
     stop: watch::Sender<bool>,
     rtmp_addr: Option<SocketAddr>,
     web_addr: Option<SocketAddr>,
+    tunnel_addr: Option<SocketAddr>,
     sip_addr: SocketAddr,
     door_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -39,6 +40,8 @@ pub struct Shared {
     pub authority: Authority,
     pub calls: Calls,
     pub presence: Presence,
+    /// RFC 4571 tunnel bindings (offered by the web listener's API, bound by the tunnel).
+    pub tunnels: door::tunnel::Tunnels,
 }
 
 impl Relay {
@@ -98,6 +101,10 @@ impl Relay {
             authority,
             calls: calls.clone(),
             presence: presence.clone(),
+            tunnels: door::tunnel::Tunnels::new(
+                Duration::from_secs(config.tunnel.bind_window_secs),
+                config.limits.max_calls,
+            ),
         };
         let (stop, stop_rx) = watch::channel(false);
         let mut door_tasks = Vec::new();
@@ -127,7 +134,22 @@ impl Relay {
                 stop_rx.clone(),
             )));
         }
-        info!(rtmp = ?rtmp_addr, web = ?web_addr, sip = %sip_addr, builtin = config.builtin.enabled, "skybridge relay started");
+        let mut tunnel_addr = None;
+        if let Some(addr) = config
+            .tunnel_listen()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?
+        {
+            let listener = TcpListener::bind(addr).await?;
+            let local = listener.local_addr()?;
+            tunnel_addr = Some(local);
+            shared.tunnels.set_addr(local);
+            door_tasks.push(tokio::spawn(door::tunnel::serve(
+                listener,
+                shared.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        info!(rtmp = ?rtmp_addr, web = ?web_addr, tunnel = ?tunnel_addr, sip = %sip_addr, builtin = config.builtin.enabled, "skybridge relay started");
         Ok(Relay {
             config,
             calls,
@@ -137,6 +159,7 @@ impl Relay {
             stop,
             rtmp_addr,
             web_addr,
+            tunnel_addr,
             sip_addr,
             door_tasks,
         })
@@ -155,6 +178,11 @@ impl Relay {
     /// Where the softphone page and WebSocket listen.
     pub fn web_addr(&self) -> Option<SocketAddr> {
         self.web_addr
+    }
+
+    /// Where the RFC 4571 tunnel listens.
+    pub fn tunnel_addr(&self) -> Option<SocketAddr> {
+        self.tunnel_addr
     }
 
     /// Where the relay's SIP user agent listens.

@@ -262,3 +262,77 @@ fn websocket_audio_to_rtp_allocates_nothing_per_packet() {
         "allocations on the WebSocket → RTP path for 990 packets ({allocs})"
     );
 }
+
+/// One RTP packet (PT 0, 160 bytes of µ-law) framed per RFC 4571, as a tunnel client sends it.
+fn rfc4571_audio_frame(buf: &mut BytesMut, i: u32) {
+    buf.put_u16(172);
+    buf.put_slice(&[0x80, 0x00]);
+    buf.put_u16(i as u16);
+    buf.put_u32(i * 160);
+    buf.put_u32(0x0BAD_CAFE);
+    buf.put_bytes(0xFF, 160);
+}
+
+#[test]
+fn rfc4571_audio_to_rtp_allocates_nothing_per_packet() {
+    use skybridge::tunnel::{Packet, PacketReader, ReaderLimits};
+    let t0 = Instant::now();
+    let mut core = answered_call(t0);
+    let mut reader = PacketReader::new(ReaderLimits::default());
+    // The socket's receive buffer, filled as the driver's reads would fill it.
+    let mut wire = BytesMut::with_capacity(1000 * 174);
+    for i in 0..1000 {
+        rfc4571_audio_frame(&mut wire, i);
+    }
+    let mut sent = 0usize;
+    let mut step = |core: &mut CallCore, wire: &mut BytesMut, i: usize| {
+        let Some(Packet::Audio { frame, .. }) = reader.next(wire).expect("valid") else {
+            panic!("audio expected");
+        };
+        let now = t0 + Duration::from_millis(20 * i as u64);
+        core.client_audio(now, frame);
+        core.handle_timeout(now, SystemTime::UNIX_EPOCH);
+        while let Some(out) = core.poll_output() {
+            if let Output::Rtp { payload, .. } = out {
+                assert_eq!(payload.len(), 160);
+                sent += 1;
+            }
+        }
+    };
+    for i in 0..10 {
+        step(&mut core, &mut wire, i);
+    }
+    let ((), allocs) = count(|| {
+        for i in 10..1000 {
+            step(&mut core, &mut wire, i);
+        }
+    });
+    assert_eq!(sent, 1000);
+    assert_eq!(
+        allocs, 0,
+        "allocations on the RFC 4571 → RTP path for 990 packets"
+    );
+}
+
+#[test]
+fn framing_audio_for_a_tunnel_allocates_nothing_per_packet() {
+    use skybridge::tunnel::PacketWriter;
+    let mut writer = PacketWriter::new(0x5EED, 1);
+    let mut out = BytesMut::with_capacity(1000 * 174);
+    let frame = MediaFrame {
+        codec: Codec::Pcmu,
+        timestamp: 0,
+        marker: false,
+        payload: Bytes::from(vec![0xFFu8; 160]),
+    };
+    let ((), allocs) = count(|| {
+        for _ in 0..1000 {
+            writer.write(&mut out, &frame).unwrap();
+        }
+    });
+    assert_eq!(out.len(), 1000 * 174);
+    assert_eq!(
+        allocs, 0,
+        "allocations framing 1000 packets toward a tunnel"
+    );
+}

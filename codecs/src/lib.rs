@@ -7,6 +7,7 @@
 pub mod amf0;
 pub mod flv;
 pub mod g711;
+pub mod rfc4571;
 pub mod rtcp;
 pub mod rtmp;
 pub mod rtp;

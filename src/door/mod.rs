@@ -2,6 +2,7 @@
 //! connection to its transport.
 
 pub mod rtmp;
+pub mod tunnel;
 pub mod web;
 
 use std::collections::HashMap;

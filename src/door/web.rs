@@ -65,6 +65,10 @@ async fn serve_connection(mut stream: TcpStream, shared: Shared, peer: SocketAdd
             }
         }
     };
+    if path == "/v1/calls" || path.starts_with("/v1/calls/") {
+        super::tunnel::serve_api(stream, buf, shared, peer).await;
+        return;
+    }
     if path == "/ws" {
         metrics::counter!(m::CLIENT_CONNECTIONS_TOTAL, "transport" => TRANSPORT).increment(1);
         metrics::gauge!(m::CLIENT_CONNECTIONS_ACTIVE, "transport" => TRANSPORT).increment(1.0);

@@ -62,6 +62,8 @@ impl Relay {
         let http = loopback(free_tcp_port());
         // Not the default 127.0.0.1:8080: parallel relays would collide on it.
         let web = loopback(free_tcp_port());
+        // Likewise the RFC 4571 tunnel's default 127.0.0.1:4571.
+        let tunnel = loopback(free_tcp_port());
         let sip = loopback(free_udp_port());
         let mut builtin = loopback(free_udp_port());
         while builtin == sip {
@@ -76,6 +78,7 @@ impl Relay {
             section("rtmp", &rtmp_lines),
             section("web", &[format!("listen = \"{web}\"")]),
             section("http", &[format!("listen = \"{http}\"")]),
+            section("tunnel", &[format!("listen = \"{tunnel}\"")]),
             section("sip", &sip_lines),
             section(
                 "rtp",

@@ -21,6 +21,8 @@ pub struct SkybridgeOpts {
     pub limits: String,
     /// Extra lines for `[web]`, e.g. `handshake_timeout_secs = 2` (`listen` is generated).
     pub web: String,
+    /// Extra lines for `[tunnel]`, e.g. `bind_window_secs = 2` (`listen` is generated).
+    pub tunnel: String,
     /// `[dialplan]` entries: name → SIP URI.
     pub dialplan: Vec<(String, String)>,
     /// Raw TOML appended last (e.g. `[[users]]` blocks).
@@ -34,6 +36,8 @@ pub struct Skybridge {
     pub rtmp: SocketAddr,
     /// The web listener: softphone page at `/`, WebSocket at `/ws`.
     pub web: SocketAddr,
+    /// The RFC 4571 tunnel listener (its API is on `web`).
+    pub tunnel: SocketAddr,
     pub http: SocketAddr,
     pub sip: SocketAddr,
     pub builtin: SocketAddr,
@@ -64,6 +68,10 @@ impl Skybridge {
         while http == rtmp || http == web {
             http = loopback(free_tcp_port());
         }
+        let mut tunnel = loopback(free_tcp_port());
+        while tunnel == rtmp || tunnel == web || tunnel == http {
+            tunnel = loopback(free_tcp_port());
+        }
         let sip = loopback(free_udp_port());
         let mut builtin = loopback(free_udp_port());
         while builtin == sip {
@@ -81,6 +89,7 @@ impl Skybridge {
         let text = format!(
             "[rtmp]\nlisten = \"{rtmp}\"\n\
              [web]\nlisten = \"{web}\"\n{}\n\
+             [tunnel]\nlisten = \"{tunnel}\"\n{}\n\
              [http]\nlisten = \"{http}\"\n\
              [sip]\nlisten = \"{sip}\"\n{}\n\
              [rtp]\nbind_ip = \"127.0.0.1\"\nport_min = {rtp_min}\nport_max = {rtp_max}\n\
@@ -88,7 +97,7 @@ impl Skybridge {
              [builtin]\nlisten = \"{builtin}\"\n\
              [limits]\n{}\n\
              [dialplan]\n{dialplan}\n{}\n",
-            opts.web, opts.sip, opts.auth, opts.limits, opts.tail
+            opts.web, opts.tunnel, opts.sip, opts.auth, opts.limits, opts.tail
         );
         let config_path = dir.join(format!("skybridge-{attempt}.toml"));
         std::fs::write(&config_path, &text).map_err(|e| e.to_string())?;
@@ -111,6 +120,7 @@ impl Skybridge {
             child,
             rtmp,
             web,
+            tunnel,
             http,
             sip,
             builtin,
