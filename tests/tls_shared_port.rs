@@ -470,3 +470,42 @@ fn sighup_swaps_the_certificate_for_new_connections() {
     assert_eq!(served_fingerprint(t.rtmps), second);
     assert!(t.sb.log().contains("TLS certificate reloaded"));
 }
+
+#[test]
+fn chromium_calls_echo_over_https_and_wss_on_the_shared_port() {
+    let _serial = serial();
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        repo.join("tests/browser/node_modules/playwright-core")
+            .exists(),
+        "playwright-core missing: run scripts/install-deps.sh (npm ci in tests/browser)"
+    );
+    let dir = TestDir::new("tls-chromium");
+    make_cert(dir.path());
+    let t = start(&dir, dir.path(), 5);
+    // The page is served over HTTPS from the shared port and opens wss:// to the same origin;
+    // the driver's browser context ignores the self-signed certificate.
+    let mut cmd = Command::new("node");
+    cmd.arg(repo.join("tests/browser/softphone.mjs")).args([
+        format!("--url=https://{}/?processing=off", t.shared),
+        "--target=echo".into(),
+        "--seconds=3".into(),
+        "--tone=1000".into(),
+        "--expect-tone=1000".into(),
+        "--timeout=30".into(),
+    ]);
+    let mut page = common::procs::Child::spawn("softphone", &mut cmd, dir.path());
+    let status = page.wait_timeout(60 * SEC);
+    let context = format!("{}\n{}", page.tails(3000), t.sb.tails());
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "page driver: {status:?}\n{context}"
+    );
+    assert!(
+        t.sb.metric(
+            "skybridge_client_connections_total",
+            &[("transport", "websocket")]
+        ) >= 1.0,
+        "{context}"
+    );
+}

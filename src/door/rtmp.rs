@@ -499,5 +499,6 @@ async fn flush<S: AsyncWrite + Unpin>(session: &mut RtmpServerSession, stream: &
             return false;
         }
     }
-    true
+    // TLS streams hold records until flushed; a no-op on TCP.
+    stream.flush().await.is_ok()
 }

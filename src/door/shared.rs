@@ -31,8 +31,11 @@ pub async fn serve(listener: TcpListener, shared: Shared, stop: watch::Receiver<
         TRANSPORT,
         |stream, shared, peer| async move {
             let _ = stream.set_nodelay(true);
+            // One deadline to reach a protocol driver: first bytes, TLS handshake, first
+            // decrypted bytes.
             let timeout = Duration::from_secs(shared.config.shared.classify_timeout_secs.max(1));
-            let Some((kind, first, stream)) = sniff(stream, timeout, peer).await else {
+            let deadline = Instant::now() + timeout;
+            let Some((kind, first, stream)) = sniff(stream, deadline, peer).await else {
                 return;
             };
             if kind != Classified::Tls {
@@ -45,11 +48,12 @@ pub async fn serve(listener: TcpListener, shared: Shared, stop: watch::Receiver<
                 return;
             };
             let replay = Prefixed::new(first.freeze(), stream);
-            let Some(stream) = super::tls::handshake(&tls, replay, timeout, TRANSPORT, peer).await
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(stream) = super::tls::handshake(&tls, replay, left, TRANSPORT, peer).await
             else {
                 return;
             };
-            let Some((kind, first, stream)) = sniff(stream, timeout, peer).await else {
+            let Some((kind, first, stream)) = sniff(stream, deadline, peer).await else {
                 return;
             };
             if kind == Classified::Tls {
@@ -63,17 +67,16 @@ pub async fn serve(listener: TcpListener, shared: Shared, stop: watch::Receiver<
     .await;
 }
 
-/// Reads until [`classify`] decides (at most a few bytes matter), within `timeout`. None when
-/// the peer closed, failed or stayed silent (logged and counted as `deadline`).
+/// Reads until [`classify`] decides (at most a few bytes matter), before `deadline`. None
+/// when the peer closed, failed or stayed silent (logged and counted as `deadline`).
 async fn sniff<S>(
     mut stream: S,
-    timeout: Duration,
+    deadline: Instant,
     peer: SocketAddr,
 ) -> Option<(Classified, BytesMut, S)>
 where
     S: AsyncRead + Unpin,
 {
-    let deadline = Instant::now() + timeout;
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         let kind = classify(&buf);

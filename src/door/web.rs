@@ -74,6 +74,7 @@ pub async fn serve_stream<S>(
                 let _ = stream
                     .write_all(&simple_response(status, "text/plain", b"bad request\n"))
                     .await;
+                let _ = stream.shutdown().await;
                 return;
             }
         }
@@ -611,5 +612,6 @@ async fn flush<S: AsyncWrite + Unpin>(session: &mut WsServerSession, stream: &mu
             return false;
         }
     }
-    true
+    // TLS streams hold records until flushed; a no-op on TCP.
+    stream.flush().await.is_ok()
 }
