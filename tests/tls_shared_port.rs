@@ -428,6 +428,16 @@ fn silent_hello_silence_and_garbage_are_closed_and_counted() {
     let took = closed_after(t.rtmps, b"GET / HTTP/1.1\r\n\r\n", 6 * SEC);
     assert!(took.is_some_and(|d| d < SEC), "{took:?}");
     assert!(wait_until(2 * SEC, || rejected("rtmp", "tls") >= 1.0));
+    // Garbage inside TLS is classified again and closed the same way.
+    let mut inside = tls_connect(t.shared);
+    inside.write_all(b"\x00\x10not a protocol\r\n").unwrap();
+    let mut buf = [0u8; 64];
+    let n = inside.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "expected the connection closed");
+    assert!(wait_until(2 * SEC, || rejected(
+        "shared",
+        "unknown_protocol"
+    ) >= 2.0));
     let log = t.sb.log();
     assert!(log.contains("TLS handshake failed"), "{log}");
     // The relay still serves.
@@ -507,5 +517,36 @@ fn chromium_calls_echo_over_https_and_wss_on_the_shared_port() {
             &[("transport", "websocket")]
         ) >= 1.0,
         "{context}"
+    );
+}
+
+#[test]
+fn a_missing_key_file_stops_the_start_naming_the_key_and_file() {
+    let dir = TestDir::new("tls-missing-key");
+    let (cert, _) = make_cert(dir.path());
+    let missing = dir.path().join("nowhere/key.pem");
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[rtmp]\nlisten = \"\"\n[web]\nlisten = \"\"\n[http]\nlisten = \"\"\n\
+             [sip]\nlisten = \"{}\"\n[builtin]\nenabled = false\n[auth]\nanonymous_targets = []\n\
+             [tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            loopback(common::procs::free_udp_port()),
+            cert.display(),
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_skybridge"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("tls.key_file") && stderr.contains("nowhere/key.pem"),
+        "{stderr}"
     );
 }
