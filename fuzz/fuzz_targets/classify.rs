@@ -11,6 +11,9 @@ fuzz_target!(|data: &[u8]| {
     }
     for n in 0..data.len().min(MAX_CLASSIFY_BYTES + 1) {
         let part = classify(&data[..n]);
-        assert!(part == Classified::NeedMore || part == full, "{n}: {part:?} vs {full:?}");
+        assert!(
+            part == Classified::NeedMore || part == full,
+            "{n}: {part:?} vs {full:?}"
+        );
     }
 });
