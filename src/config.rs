@@ -24,6 +24,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub builtin: BuiltinConfig,
     pub limits: LimitsConfig,
+    pub tls: TlsConfig,
+    pub shared: SharedConfig,
     /// Users allowed to place calls.
     pub users: Vec<UserConfig>,
     /// Dial plan: a target name a client may dial → the SIP URI it reaches.
@@ -43,6 +45,8 @@ pub struct RtmpConfig {
     pub max_buffered_bytes: usize,
     /// Seconds without any input after which a connection is closed.
     pub idle_timeout_secs: u64,
+    /// Listen address for RTMPS (RTMP over TLS, certificate from `[tls]`); empty disables it.
+    pub tls_listen: String,
 }
 
 impl Default for RtmpConfig {
@@ -53,6 +57,7 @@ impl Default for RtmpConfig {
             max_message_bytes: 256 * 1024,
             max_buffered_bytes: 1024 * 1024,
             idle_timeout_secs: 30,
+            tls_listen: String::new(),
         }
     }
 }
@@ -67,6 +72,9 @@ pub struct WebConfig {
     pub allowed_origins: Vec<String>,
     /// Seconds a client has to send its HTTP request, and then its `hello`.
     pub handshake_timeout_secs: u64,
+    /// Listen address for HTTPS (the page) and WSS (`/ws`), certificate from `[tls]`; empty
+    /// disables it.
+    pub tls_listen: String,
 }
 
 impl Default for WebConfig {
@@ -75,6 +83,7 @@ impl Default for WebConfig {
             listen: "127.0.0.1:8080".into(),
             allowed_origins: Vec::new(),
             handshake_timeout_secs: 10,
+            tls_listen: String::new(),
         }
     }
 }
@@ -287,6 +296,36 @@ impl Default for LimitsConfig {
     }
 }
 
+/// The server certificate used by every TLS listener (RTMPS, HTTPS/WSS, the shared port).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain (leaf first). Reloaded on SIGHUP.
+    pub cert_file: String,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1). Reloaded on SIGHUP.
+    pub key_file: String,
+}
+
+/// One port for every client transport: TLS, RTMP and HTTP/WebSocket told apart by their
+/// first bytes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SharedConfig {
+    /// Listen address of the shared port (e.g. `0.0.0.0:443`); empty disables it.
+    pub listen: String,
+    /// Seconds a new connection has to send its first bytes (and to finish a TLS handshake).
+    pub classify_timeout_secs: u64,
+}
+
+impl Default for SharedConfig {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            classify_timeout_secs: 5,
+        }
+    }
+}
+
 /// A user who may place calls.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -366,6 +405,38 @@ impl Config {
             return Err(invalid(
                 "tunnel.max_frame_bytes",
                 "must be at least 12 (an RTP header)",
+            ));
+        }
+        let rtmp_tls_listen = self.rtmp_tls_listen()?;
+        let web_tls_listen = self.web_tls_listen()?;
+        let shared_listen = self.shared_listen()?;
+        let needs_cert = [
+            ("rtmp.tls_listen", rtmp_tls_listen),
+            ("web.tls_listen", web_tls_listen),
+        ];
+        for (key, addr) in needs_cert {
+            if addr.is_some() && !self.tls_configured() {
+                return Err(invalid(
+                    key,
+                    "a TLS listener needs tls.cert_file and tls.key_file",
+                ));
+            }
+        }
+        if self.tls.cert_file.is_empty() != self.tls.key_file.is_empty() {
+            let key = if self.tls.cert_file.is_empty() {
+                "tls.cert_file"
+            } else {
+                "tls.key_file"
+            };
+            return Err(invalid(
+                key,
+                "set both tls.cert_file and tls.key_file, or neither",
+            ));
+        }
+        if shared_listen.is_some() && self.shared.classify_timeout_secs == 0 {
+            return Err(invalid(
+                "shared.classify_timeout_secs",
+                "must be at least 1",
             ));
         }
         if self.rtp.port_min % 2 != 0 {
@@ -471,6 +542,9 @@ impl Config {
                 ("web.listen", web_listen),
                 ("tunnel.listen", tunnel_listen),
                 ("http.listen", http_listen),
+                ("rtmp.tls_listen", rtmp_tls_listen),
+                ("web.tls_listen", web_tls_listen),
+                ("shared.listen", shared_listen),
             ]
             .iter()
             .filter_map(|(k, a)| a.filter(|a| !a.ip().is_loopback()).map(|_| *k))
@@ -512,6 +586,26 @@ impl Config {
     /// Parsed softphone/WebSocket listen address (None = disabled).
     pub fn web_listen(&self) -> Result<Option<SocketAddr>, ConfigError> {
         parse_listen("web.listen", &self.web.listen)
+    }
+
+    /// Parsed RTMPS listen address (None = disabled).
+    pub fn rtmp_tls_listen(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        parse_listen("rtmp.tls_listen", &self.rtmp.tls_listen)
+    }
+
+    /// Parsed HTTPS/WSS listen address (None = disabled).
+    pub fn web_tls_listen(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        parse_listen("web.tls_listen", &self.web.tls_listen)
+    }
+
+    /// Parsed shared-port listen address (None = disabled).
+    pub fn shared_listen(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        parse_listen("shared.listen", &self.shared.listen)
+    }
+
+    /// True when `[tls]` names a certificate and a key.
+    pub fn tls_configured(&self) -> bool {
+        !self.tls.cert_file.is_empty() && !self.tls.key_file.is_empty()
     }
 
     /// Parsed HTTP listen address (None = disabled).
@@ -618,6 +712,42 @@ mod tests {
         );
         let c = Config::from_toml(&text).expect("valid");
         assert_eq!(c.users[0].targets, vec!["bob".to_string()]);
+    }
+
+    #[test]
+    fn public_shared_or_tls_listener_without_auth_is_refused() {
+        let tls = "[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n";
+        for (section, key) in [
+            ("shared", "listen"),
+            ("rtmp", "tls_listen"),
+            ("web", "tls_listen"),
+        ] {
+            let text = format!("{tls}[{section}]\n{key} = \"0.0.0.0:443\"\n");
+            let err = Config::from_toml(&text).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("{section}.{key}")) && err.contains("auth"),
+                "{err}"
+            );
+            let local = format!("{tls}[{section}]\n{key} = \"127.0.0.1:4443\"\n");
+            Config::from_toml(&local).expect("loopback is fine");
+        }
+    }
+
+    #[test]
+    fn tls_listener_without_certificate_is_named() {
+        let err = Config::from_toml("[rtmp]\ntls_listen = \"127.0.0.1:1936\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("rtmp.tls_listen") && err.contains("tls.cert_file"),
+            "{err}"
+        );
+        let err = Config::from_toml("[tls]\ncert_file = \"c.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tls.key_file"), "{err}");
+        // The shared port works without TLS (plain RTMP and HTTP only).
+        Config::from_toml("[shared]\nlisten = \"127.0.0.1:4443\"\n").expect("valid");
     }
 
     #[test]

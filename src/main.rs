@@ -40,6 +40,19 @@ enum Command {
     },
     /// Print the SHA-256 of TOKEN for `[[users]] token_sha256`.
     HashToken { token: String },
+    /// Write a certificate and key for `[tls]`: `cert.pem` and `key.pem` in DIR.
+    Cert {
+        /// A self-signed certificate for NAME, localhost and 127.0.0.1 (for tests and trials;
+        /// clients must be told to trust it).
+        #[arg(long, required = true)]
+        self_signed: bool,
+        /// Directory to write `cert.pem` and `key.pem` into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Host name the certificate is for (besides localhost and 127.0.0.1).
+        #[arg(long, default_value = "localhost")]
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,7 +79,44 @@ fn main() -> ExitCode {
             println!("{}", token_sha256_hex(&token));
             ExitCode::SUCCESS
         }
+        Command::Cert { out, name, .. } => match write_self_signed(&out, &name) {
+            Ok((cert, key)) => {
+                println!("{}\n{}", cert.display(), key.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("skybridge cert: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+/// Writes `DIR/cert.pem` and `DIR/key.pem` (mode 0600): a self-signed certificate for `name`,
+/// `localhost` and `127.0.0.1`.
+fn write_self_signed(dir: &Path, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let mut names = vec![name.to_string()];
+    for extra in ["localhost", "127.0.0.1"] {
+        if !names.iter().any(|n| n == extra) {
+            names.push(extra.to_string());
+        }
+    }
+    let generated =
+        rcgen::generate_simple_self_signed(names).context("cannot generate the certificate")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, generated.cert.pem())
+        .with_context(|| format!("cannot write {}", cert_path.display()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&key_path)
+        .with_context(|| format!("cannot write {}", key_path.display()))?;
+    std::io::Write::write_all(&mut file, generated.key_pair.serialize_pem().as_bytes())
+        .with_context(|| format!("cannot write {}", key_path.display()))?;
+    Ok((cert_path, key_path))
 }
 
 /// Lowercase hex SHA-256 of `token`, as `[[users]] token_sha256` expects.
@@ -130,6 +180,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Signal handlers first: a SIGTERM arriving at any point after start-up is a clean stop.
     let mut sigterm = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
 
     let handle = metrics::install().context("cannot install the metrics recorder")?;
     metrics::describe();
@@ -156,7 +207,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let sip = config.sip.listen;
     let rtp = (config.rtp.bind_ip, config.rtp.port_min, config.rtp.port_max);
     let builtin = config.builtin.enabled.then_some(config.builtin.listen);
-    let relay = Relay::start(config)
+    let relay = Relay::start_with_ops(config, Some(state.clone()))
         .await
         .context("cannot start the relay")?;
     match rtmp {
@@ -171,9 +222,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     state.ready.store(true, Ordering::Release);
     info!("ready");
 
-    let which = tokio::select! {
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
+    if let Some(addr) = relay.rtmp_tls_addr() {
+        info!(%addr, "rtmps listening");
+    }
+    if let Some(addr) = relay.web_tls_addr() {
+        info!(%addr, "https/wss listening");
+    }
+    if let Some(addr) = relay.shared_addr() {
+        info!(%addr, "shared port (tls, rtmp, http) listening");
+    }
+    let which = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+            _ = sighup.recv() => {
+                info!("SIGHUP: reloading the TLS certificate");
+                relay.reload_tls();
+            }
+        }
     };
     info!(
         signal = which,
@@ -221,6 +287,20 @@ mod tests {
         );
         assert!(!line.contains('\n') && !line.contains('^'), "{line}");
         assert_eq!(one_line("`a.b`: bad"), "`a.b`: bad");
+    }
+
+    #[test]
+    fn self_signed_pair_loads_as_a_server_certificate() {
+        let dir = std::env::temp_dir().join(format!("skybridge-cert-{}", std::process::id()));
+        let (cert, key) = write_self_signed(&dir, "relay.test").unwrap();
+        skybridge::door::tls::server_config(&cert, &key).unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&key).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o077, 0, "key readable by others: {mode:o}");
+        let cli = Cli::try_parse_from(["skybridge", "cert", "--out", "x"]);
+        assert!(cli.is_err(), "--self-signed is required");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Wires the layers together: listeners (door), SIP endpoint, built-in targets, calls.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,9 @@ use tracing::info;
 use crate::call::driver::Calls;
 use crate::config::{uri_host_port, Config};
 use crate::door;
+use crate::door::tls::TlsState;
 use crate::inbound;
+use crate::ops::http::HttpState;
 use crate::presence::Presence;
 use crate::rtp_leg::PortPool;
 use crate::session::Authority;
@@ -29,6 +32,10 @@ pub struct Relay {
     rtmp_addr: Option<SocketAddr>,
     web_addr: Option<SocketAddr>,
     tunnel_addr: Option<SocketAddr>,
+    rtmp_tls_addr: Option<SocketAddr>,
+    web_tls_addr: Option<SocketAddr>,
+    shared_addr: Option<SocketAddr>,
+    tls: Option<Arc<TlsState>>,
     sip_addr: SocketAddr,
     door_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -42,14 +49,35 @@ pub struct Shared {
     pub presence: Presence,
     /// RFC 4571 tunnel bindings (offered by the web listener's API, bound by the tunnel).
     pub tunnels: door::tunnel::Tunnels,
+    /// The server certificate, when `[tls]` names one.
+    pub tls: Option<Arc<TlsState>>,
+    /// The operations server's state, for `/metrics`, `/healthz`, `/readyz` on the shared port.
+    pub ops: Option<HttpState>,
+}
+
+fn invalid_input(e: impl ToString) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
 }
 
 impl Relay {
     /// Binds every listener named in `config` and starts serving.
     pub async fn start(config: Config) -> std::io::Result<Relay> {
-        config
-            .validate()
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        Relay::start_with_ops(config, None).await
+    }
+
+    /// [`Relay::start`], also answering the operations paths on the shared port from `ops`.
+    pub async fn start_with_ops(config: Config, ops: Option<HttpState>) -> std::io::Result<Relay> {
+        config.validate().map_err(invalid_input)?;
+        let tls = if config.tls_configured() {
+            let state = TlsState::load(
+                Path::new(&config.tls.cert_file),
+                Path::new(&config.tls.key_file),
+            )
+            .map_err(invalid_input)?;
+            Some(Arc::new(state))
+        } else {
+            None
+        };
         let config = Arc::new(config);
         let pool = PortPool::new(
             config.rtp.bind_ip,
@@ -105,6 +133,8 @@ impl Relay {
                 Duration::from_secs(config.tunnel.bind_window_secs),
                 config.limits.max_calls,
             ),
+            tls: tls.clone(),
+            ops,
         };
         let (stop, stop_rx) = watch::channel(false);
         let mut door_tasks = Vec::new();
@@ -149,7 +179,40 @@ impl Relay {
                 stop_rx.clone(),
             )));
         }
-        info!(rtmp = ?rtmp_addr, web = ?web_addr, tunnel = ?tunnel_addr, sip = %sip_addr, builtin = config.builtin.enabled, "skybridge relay started");
+        let bind = |addr: Option<SocketAddr>| async move {
+            match addr {
+                Some(a) => TcpListener::bind(a).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let mut rtmp_tls_addr = None;
+        if let Some(listener) = bind(config.rtmp_tls_listen().map_err(invalid_input)?).await? {
+            rtmp_tls_addr = Some(listener.local_addr()?);
+            door_tasks.push(tokio::spawn(door::tls::serve_rtmps(
+                listener,
+                shared.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        let mut web_tls_addr = None;
+        if let Some(listener) = bind(config.web_tls_listen().map_err(invalid_input)?).await? {
+            web_tls_addr = Some(listener.local_addr()?);
+            door_tasks.push(tokio::spawn(door::tls::serve_https(
+                listener,
+                shared.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        let mut shared_addr = None;
+        if let Some(listener) = bind(config.shared_listen().map_err(invalid_input)?).await? {
+            shared_addr = Some(listener.local_addr()?);
+            door_tasks.push(tokio::spawn(door::shared::serve(
+                listener,
+                shared.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        info!(rtmp = ?rtmp_addr, web = ?web_addr, rtmps = ?rtmp_tls_addr, https = ?web_tls_addr, shared = ?shared_addr, tunnel = ?tunnel_addr, tls = tls.is_some(), sip = %sip_addr, builtin = config.builtin.enabled, "skybridge relay started");
         Ok(Relay {
             config,
             calls,
@@ -160,6 +223,10 @@ impl Relay {
             rtmp_addr,
             web_addr,
             tunnel_addr,
+            rtmp_tls_addr,
+            web_tls_addr,
+            shared_addr,
+            tls,
             sip_addr,
             door_tasks,
         })
@@ -183,6 +250,30 @@ impl Relay {
     /// Where the RFC 4571 tunnel listens.
     pub fn tunnel_addr(&self) -> Option<SocketAddr> {
         self.tunnel_addr
+    }
+
+    /// Where RTMPS listens.
+    pub fn rtmp_tls_addr(&self) -> Option<SocketAddr> {
+        self.rtmp_tls_addr
+    }
+
+    /// Where HTTPS/WSS listens.
+    pub fn web_tls_addr(&self) -> Option<SocketAddr> {
+        self.web_tls_addr
+    }
+
+    /// Where the shared port listens.
+    pub fn shared_addr(&self) -> Option<SocketAddr> {
+        self.shared_addr
+    }
+
+    /// Re-reads the TLS certificate and key (SIGHUP); logs the outcome. A bad new pair keeps
+    /// the old one. Nothing to do without `[tls]`.
+    pub fn reload_tls(&self) {
+        match &self.tls {
+            Some(tls) => door::tls::reload_and_log(tls),
+            None => info!("no [tls] certificate configured; nothing to reload"),
+        }
     }
 
     /// Where the relay's SIP user agent listens.

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod amf0;
+pub mod classify;
 pub mod flv;
 pub mod g711;
 pub mod rfc4571;

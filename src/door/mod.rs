@@ -2,6 +2,8 @@
 //! connection to its transport.
 
 pub mod rtmp;
+pub mod shared;
+pub mod tls;
 pub mod tunnel;
 pub mod web;
 

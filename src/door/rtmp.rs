@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
@@ -36,15 +36,25 @@ pub async fn serve(listener: TcpListener, shared: Shared, stop: watch::Receiver<
         stop,
         TRANSPORT,
         |stream, shared, peer| async move {
-            metrics::counter!(m::CLIENT_CONNECTIONS_TOTAL, "transport" => TRANSPORT).increment(1);
-            metrics::gauge!(m::CLIENT_CONNECTIONS_ACTIVE, "transport" => TRANSPORT).increment(1.0);
-            let mut conn = Connection::new(shared, peer);
-            conn.run(stream).await;
-            conn.leave_all();
-            metrics::gauge!(m::CLIENT_CONNECTIONS_ACTIVE, "transport" => TRANSPORT).decrement(1.0);
+            let _ = stream.set_nodelay(true);
+            serve_stream(stream, BytesMut::new(), shared, peer).await;
         },
     )
     .await;
+}
+
+/// Serves one RTMP connection over any byte stream (TCP, TLS, the shared port), starting with
+/// `initial`: bytes already read from it (by a protocol classifier), handled before any read.
+pub async fn serve_stream<S>(stream: S, initial: BytesMut, shared: Shared, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    metrics::counter!(m::CLIENT_CONNECTIONS_TOTAL, "transport" => TRANSPORT).increment(1);
+    metrics::gauge!(m::CLIENT_CONNECTIONS_ACTIVE, "transport" => TRANSPORT).increment(1.0);
+    let mut conn = Connection::new(shared, peer);
+    conn.run(stream, initial).await;
+    conn.leave_all();
+    metrics::gauge!(m::CLIENT_CONNECTIONS_ACTIVE, "transport" => TRANSPORT).decrement(1.0);
 }
 
 /// What this connection's streams are attached to.
@@ -103,8 +113,10 @@ impl Connection {
         }
     }
 
-    async fn run(&mut self, mut stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
+    async fn run<S>(&mut self, mut stream: S, mut inbuf: BytesMut)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
         let cfg = &self.shared.config.rtmp;
         let session_config = RtmpSessionConfig {
             handshake_timeout: Duration::from_secs(cfg.handshake_timeout_secs),
@@ -117,10 +129,15 @@ impl Connection {
         };
         let idle = Duration::from_secs(cfg.idle_timeout_secs.max(1));
         let mut session = RtmpServerSession::new(session_config, Instant::now());
-        let mut inbuf = BytesMut::with_capacity(16 * 1024);
         let mut audio_rx = self.audio_rx.take();
         let mut control_rx = self.control_rx.take();
         let mut last_input = Instant::now();
+        // Bytes handed over by a classifier are input like any other.
+        let mut pending_input = !inbuf.is_empty();
+        if pending_input {
+            metrics::counter!(m::BYTES_TOTAL, "leg" => TRANSPORT, "direction" => "in")
+                .increment(inbuf.len() as u64);
+        }
         loop {
             if inbuf.capacity() - inbuf.len() < 4096 {
                 inbuf.reserve(16 * 1024);
@@ -129,39 +146,45 @@ impl Connection {
                 .poll_timeout()
                 .map(|t| t.min(last_input + idle))
                 .unwrap_or(last_input + idle);
-            tokio::select! {
-                r = stream.read_buf(&mut inbuf) => match r {
-                    Ok(0) => {
-                        debug!("client closed the connection");
-                        return;
-                    }
-                    Ok(n) => {
-                        last_input = Instant::now();
-                        metrics::counter!(m::BYTES_TOTAL, "leg" => TRANSPORT, "direction" => "in").increment(n as u64);
-                        if let Err(e) = session.handle_input(Instant::now(), &mut inbuf) {
-                            warn!(peer = %self.peer, error = %e, "rtmp protocol error; closing");
-                            metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => e.reason()).increment(1);
-                            flush(&mut session, &mut stream).await;
+            if pending_input {
+                pending_input = false;
+                if let Err(e) = session.handle_input(Instant::now(), &mut inbuf) {
+                    warn!(peer = %self.peer, error = %e, "rtmp protocol error; closing");
+                    metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => e.reason()).increment(1);
+                    flush(&mut session, &mut stream).await;
+                    return;
+                }
+            } else {
+                tokio::select! {
+                    r = stream.read_buf(&mut inbuf) => match r {
+                        Ok(0) => {
+                            debug!("client closed the connection");
                             return;
                         }
-                    }
-                    Err(e) => {
-                        debug!(error = %e, "read error");
-                        return;
-                    }
-                },
-                Some((_, frame)) = recv_opt(&mut audio_rx) => self.play_audio(&mut session, frame),
-                Some(msg) = recv_opt_unbounded(&mut control_rx) => self.on_call_command(&mut session, msg),
-                _ = tokio::time::sleep_until(wake.into()) => {
-                    let now = Instant::now();
-                    if now >= last_input + idle {
-                        info!(peer = %self.peer, "rtmp connection idle; closing");
-                        return;
-                    }
-                    if let Err(e) = session.handle_timeout(now) {
-                        warn!(peer = %self.peer, error = %e, "rtmp deadline passed; closing");
-                        metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => e.reason()).increment(1);
-                        return;
+                        Ok(n) => {
+                            last_input = Instant::now();
+                            metrics::counter!(m::BYTES_TOTAL, "leg" => TRANSPORT, "direction" => "in").increment(n as u64);
+                            pending_input = true;
+                            continue;
+                        }
+                        Err(e) => {
+                            debug!(error = %e, "read error");
+                            return;
+                        }
+                    },
+                    Some((_, frame)) = recv_opt(&mut audio_rx) => self.play_audio(&mut session, frame),
+                    Some(msg) = recv_opt_unbounded(&mut control_rx) => self.on_call_command(&mut session, msg),
+                    _ = tokio::time::sleep_until(wake.into()) => {
+                        let now = Instant::now();
+                        if now >= last_input + idle {
+                            info!(peer = %self.peer, "rtmp connection idle; closing");
+                            return;
+                        }
+                        if let Err(e) = session.handle_timeout(now) {
+                            warn!(peer = %self.peer, error = %e, "rtmp deadline passed; closing");
+                            metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => e.reason()).increment(1);
+                            return;
+                        }
                     }
                 }
             }
@@ -467,12 +490,13 @@ impl Connection {
 }
 
 /// Writes everything the session has queued. False if the socket failed.
-async fn flush(session: &mut RtmpServerSession, stream: &mut TcpStream) -> bool {
+async fn flush<S: AsyncWrite + Unpin>(session: &mut RtmpServerSession, stream: &mut S) -> bool {
     while let Some(bytes) = session.poll_output() {
         if let Err(e) = stream.write_all(&bytes).await {
             debug!(error = %e, "write failed");
             return false;
         }
     }
-    true
+    // TLS streams hold records until flushed; a no-op on TCP.
+    stream.flush().await.is_ok()
 }

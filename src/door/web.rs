@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
@@ -26,16 +26,39 @@ const TRANSPORT: &str = "websocket";
 
 /// Accepts connections until `stop` turns true.
 pub async fn serve(listener: TcpListener, shared: Shared, stop: watch::Receiver<bool>) {
-    super::accept_loop(listener, shared, stop, TRANSPORT, serve_connection).await;
+    super::accept_loop(
+        listener,
+        shared,
+        stop,
+        TRANSPORT,
+        |stream, shared, peer| async move {
+            let _ = stream.set_nodelay(true);
+            serve_stream(stream, BytesMut::new(), shared, peer, false).await;
+        },
+    )
+    .await;
 }
 
-/// Reads the HTTP request head (bounded in size and time) and dispatches: `/ws` → WebSocket,
-/// page assets → 200, anything else → 404/405.
-async fn serve_connection(mut stream: TcpStream, shared: Shared, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
+/// Paths answered by the operations server (`crate::ops::http`) where `ops` is on.
+const OPS_PATHS: [&str; 3] = ["/metrics", "/healthz", "/readyz"];
+
+/// Reads the HTTP request head (bounded in size and time) from any byte stream, starting with
+/// `initial` (bytes a classifier already read), and dispatches: `/ws` → WebSocket, page
+/// assets → 200, with `ops` also `/metrics`, `/healthz`, `/readyz` → the operations server,
+/// anything else → 404/405.
+pub async fn serve_stream<S>(
+    mut stream: S,
+    initial: BytesMut,
+    shared: Shared,
+    peer: SocketAddr,
+    ops: bool,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let deadline =
         Instant::now() + Duration::from_secs(shared.config.web.handshake_timeout_secs.max(1));
-    let mut buf = BytesMut::with_capacity(4096);
+    let mut buf = initial;
+    buf.reserve(4096);
     let (path, method) = loop {
         match parse_http_request_head(&buf) {
             Ok(Some((head, _))) => break (head.path().to_string(), head.method.to_string()),
@@ -51,6 +74,7 @@ async fn serve_connection(mut stream: TcpStream, shared: Shared, peer: SocketAdd
                 let _ = stream
                     .write_all(&simple_response(status, "text/plain", b"bad request\n"))
                     .await;
+                let _ = stream.shutdown().await;
                 return;
             }
         }
@@ -68,6 +92,16 @@ async fn serve_connection(mut stream: TcpStream, shared: Shared, peer: SocketAdd
     if path == "/v1/calls" || path.starts_with("/v1/calls/") {
         super::tunnel::serve_api(stream, buf, shared, peer).await;
         return;
+    }
+    if ops && OPS_PATHS.contains(&path.as_str()) {
+        if let Some(state) = shared.ops.clone() {
+            // The operations server reads the request itself: hand it what was read so far.
+            let replay = super::shared::Prefixed::new(buf.freeze(), stream);
+            if let Err(e) = crate::ops::http::handle_connection(replay, &state).await {
+                debug!(%peer, error = %e, "ops request failed");
+            }
+            return;
+        }
     }
     if path == "/ws" {
         metrics::counter!(m::CLIENT_CONNECTIONS_TOTAL, "transport" => TRANSPORT).increment(1);
@@ -173,7 +207,10 @@ impl WsConnection {
         }
     }
 
-    async fn run(&mut self, mut stream: TcpStream, mut inbuf: BytesMut) {
+    async fn run<S>(&mut self, mut stream: S, mut inbuf: BytesMut)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
         let mut session = WsServerSession::new(self.session_config(), Instant::now());
         let mut audio_rx = self.audio_rx.take();
         let mut control_rx = self.control_rx.take();
@@ -571,7 +608,7 @@ fn hold_by(by_remote: bool) -> HoldBy {
 }
 
 /// Writes everything the session has queued. False if the socket failed.
-async fn flush(session: &mut WsServerSession, stream: &mut TcpStream) -> bool {
+async fn flush<S: AsyncWrite + Unpin>(session: &mut WsServerSession, stream: &mut S) -> bool {
     while let Some(bytes) = session.poll_output() {
         metrics::counter!(m::BYTES_TOTAL, "leg" => TRANSPORT, "direction" => "out")
             .increment(bytes.len() as u64);
@@ -579,5 +616,6 @@ async fn flush(session: &mut WsServerSession, stream: &mut TcpStream) -> bool {
             return false;
         }
     }
-    true
+    // TLS streams hold records until flushed; a no-op on TCP.
+    stream.flush().await.is_ok()
 }

@@ -13,6 +13,8 @@ use std::time::Duration;
 /// always generated).
 #[derive(Debug, Clone, Default)]
 pub struct SkybridgeOpts {
+    /// Extra lines for `[rtmp]`, e.g. `tls_listen = "127.0.0.1:1936"` (`listen` is generated).
+    pub rtmp: String,
     /// Extra lines for `[sip]`, e.g. `upstream = "127.0.0.1:5080"`.
     pub sip: String,
     /// Lines for `[auth]`, e.g. `required = true`.
@@ -87,7 +89,7 @@ impl Skybridge {
             .map(|(name, uri)| format!("{name} = \"{uri}\"\n"))
             .collect();
         let text = format!(
-            "[rtmp]\nlisten = \"{rtmp}\"\n\
+            "[rtmp]\nlisten = \"{rtmp}\"\n{}\n\
              [web]\nlisten = \"{web}\"\n{}\n\
              [tunnel]\nlisten = \"{tunnel}\"\n{}\n\
              [http]\nlisten = \"{http}\"\n\
@@ -97,7 +99,7 @@ impl Skybridge {
              [builtin]\nlisten = \"{builtin}\"\n\
              [limits]\n{}\n\
              [dialplan]\n{dialplan}\n{}\n",
-            opts.web, opts.tunnel, opts.sip, opts.auth, opts.limits, opts.tail
+            opts.rtmp, opts.web, opts.tunnel, opts.sip, opts.auth, opts.limits, opts.tail
         );
         let config_path = dir.join(format!("skybridge-{attempt}.toml"));
         std::fs::write(&config_path, &text).map_err(|e| e.to_string())?;
