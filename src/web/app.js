@@ -293,7 +293,12 @@ function onClosed(ws, code, reason) {
   const wasReady = S.conn === "ready";
   // Our own sign-out, or a refused sign-in, returns to the sign-in form; a drop is "closed".
   S.conn = reason === "signed out" || !wasReady ? "signed-out" : "closed";
-  if (code !== 1000) setError({ code: `closed_${code}`, reason: reason || "connection closed" });
+  if (code !== 1000) {
+    // Keep the server's own `error` (e.g. bad_token) when it just preceded the close.
+    const recent = S.lastError && now() - S.lastError.t < 2000 && !S.lastError.close;
+    if (recent) S.lastError.close = code;
+    else setError({ code: `closed_${code}`, reason: reason || "connection closed", close: code });
+  }
   if (code === 1008 && !wasReady) sessionStorage.removeItem(TOKEN_KEY);
   for (const c of S.calls.values()) if (isLive(c)) endCall(c, 0, "connection closed");
   S.pendingDials = [];
@@ -842,7 +847,7 @@ function refresh() {
   $("hold").classList.toggle("on", Boolean(focus && focus.state === "held"));
   $("pad").classList.toggle("dtmf", Boolean(inCall));
   $("pad-mode").textContent = inCall ? "Keys send DTMF" : "";
-  $("dtmf-sent").textContent = inCall && focus.dtmfOut ? `Sent: ${focus.dtmfOut}` : "";
+  $("dtmf-sent").textContent = inCall && focus.dtmfOut ? `· sent ${focus.dtmfOut}` : "";
   renderCalls();
   tick();
 }

@@ -81,7 +81,7 @@ mod tests {
             urls.push(part.split('"').next().unwrap().to_string());
         }
         assert!(urls.len() >= 3, "{urls:?}");
-        for url in urls {
+        for url in urls.into_iter().filter(|u| !u.starts_with("data:")) {
             assert!(!url.contains("//"), "absolute URL {url}");
             assert!(asset(&format!("/{url}")).is_some(), "{url} is not served");
         }

@@ -174,7 +174,7 @@ async function main() {
     const page = context.pages()[0] ?? (await context.newPage());
     page.on("pageerror", (e) => pageErrors.push(String(e)));
     page.on("console", (m) => {
-      if (m.type() === "error") pageErrors.push(m.text());
+      if (m.type() === "error") pageErrors.push(`${m.text()} (${m.location().url})`);
     });
     const fail = (msg) => {
       throw Object.assign(new Error(msg), { softphone: true });
