@@ -54,11 +54,16 @@ struct Binding {
 }
 
 fn new_call(sb: &Skybridge, token: Option<&str>, target: &str) -> Binding {
+    new_call_at(sb.web, sb, token, target)
+}
+
+/// `POST /v1/calls` to the listener at `api` (the web listener or the shared port).
+fn new_call_at(api: SocketAddr, sb: &Skybridge, token: Option<&str>, target: &str) -> Binding {
     let mut req = json!({ "target": target });
     if let Some(t) = token {
         req["token"] = json!(t);
     }
-    let (status, v) = http(sb.web, "POST", "/v1/calls", Some(&req));
+    let (status, v) = http(api, "POST", "/v1/calls", Some(&req));
     assert_eq!(status, 201, "{v}\n{}", sb.tails());
     assert_eq!(v["expires_in"].as_u64(), Some(10), "{v}");
     Binding {
@@ -148,14 +153,46 @@ fn no_call_reached(bob: &Baresip) -> bool {
 
 #[test]
 fn gstreamer_calls_baresip_over_the_tunnel_and_audio_flows_both_ways() {
+    gstreamer_call("tunnel-gst-baresip", false);
+}
+
+#[test]
+fn gstreamer_calls_baresip_through_the_shared_port() {
+    gstreamer_call("tunnel-gst-shared", true);
+}
+
+/// GStreamer sends 1 kHz over an RFC 4571 tunnel and receives bob's 440 Hz over HTTP; with
+/// `shared`, both connections (and the API request) go to the one shared port instead of the
+/// tunnel and web listeners.
+fn gstreamer_call(name: &str, shared: bool) {
     let _serial = serial();
     if !have_program("gst-launch-1.0") {
         panic!("gst-launch-1.0 missing: run scripts/install-deps.sh");
     }
-    let dir = TestDir::new("tunnel-gst-baresip");
+    let dir = TestDir::new(name);
     let mut bob = bob_phone(&dir);
-    let sb = relay_to_bob(&dir, &bob, "");
-    let b = new_call(&sb, None, "bob");
+    let shared_addr: SocketAddr = format!("127.0.0.1:{}", common::procs::free_tcp_port())
+        .parse()
+        .unwrap();
+    let sb = Skybridge::start(
+        dir.path(),
+        &SkybridgeOpts {
+            auth: anonymous(&["bob", "tone"]),
+            dialplan: vec![("bob".into(), bob.uri())],
+            tail: if shared {
+                format!("[shared]\nlisten = \"{shared_addr}\"\n")
+            } else {
+                String::new()
+            },
+            ..Default::default()
+        },
+    );
+    let (api, send_to) = if shared {
+        (shared_addr, shared_addr)
+    } else {
+        (sb.web, sb.tunnel)
+    };
+    let b = new_call_at(api, &sb, None, "bob");
     assert_eq!(b.tunnel, sb.tunnel);
     let wav = dir.path().join("client-hears.wav");
     let mut rx = gst(
@@ -166,7 +203,7 @@ fn gstreamer_calls_baresip_over_the_tunnel_and_audio_flows_both_ways() {
              application/x-rtp-stream,media=audio,clock-rate=8000,encoding-name=PCMU ! \
              rtpstreamdepay ! application/x-rtp,media=audio,clock-rate=8000,encoding-name=PCMU,payload=0 ! \
              rtppcmudepay ! mulawdec ! wavenc ! filesink location={}",
-            sb.web,
+            api,
             b.receive,
             wav.display()
         ),
@@ -178,8 +215,8 @@ fn gstreamer_calls_baresip_over_the_tunnel_and_audio_flows_both_ways() {
             "audiotestsrc freq=1000 is-live=true ! audio/x-raw,rate=8000,channels=1 ! mulawenc ! \
              rtppcmupay ssrc={} ! rtpstreampay ! tcpclientsink host={} port={}",
             b.ssrc,
-            b.tunnel.ip(),
-            b.tunnel.port()
+            send_to.ip(),
+            send_to.port()
         ),
     );
     bob.expect_event("CALL_ESTABLISHED", 10 * SEC);
