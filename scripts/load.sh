@@ -80,7 +80,7 @@ wait_port() { for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/
 field() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$2"; }
 stop_pid() { kill "$1" 2>/dev/null || true; for _ in $(seq 1 30); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done; kill -9 "$1" 2>/dev/null || true; { wait "$1"; } 2>/dev/null || true; }
 
-declare -A SKY_PPS SKY_LOSS SKY_NS SKY_CPU SKY_RSS EPOLL_NS RTPE_NS RTPE_PPS
+declare -A SKY_USR SKY_PPS SKY_LOSS SKY_NS SKY_CPU SKY_RSS EPOLL_NS RTPE_NS RTPE_PPS
 for n in "${NS[@]}"; do
   rate=$((n * PPS))
   echo "== N=$n calls, $rate packets/s"
@@ -93,7 +93,7 @@ for n in "${NS[@]}"; do
   stop_pid "$sky"
   echo "skybridge: $line"
   SKY_PPS[$n]=$(field delivered_pps "$line"); SKY_LOSS[$n]=$(field loss_pct "$line")
-  SKY_NS[$n]=$(field relay_ns_per_pkt "$line"); SKY_CPU[$n]=$(field relay_cpu_pct "$line")
+  SKY_NS[$n]=$(field relay_ns_per_pkt "$line"); SKY_CPU[$n]=$(field relay_cpu_pct "$line"); SKY_USR[$n]=$(field relay_user_share_pct "$line")
   SKY_RSS[$n]=$(field rss_kb "$line")
 
   # C forwarder, paced, one UDP socket per session (the bench's udp_epoll)
@@ -137,10 +137,10 @@ TCP_PPS=$(echo "$out" | sed -n 's/^tcpfwd pps=\([0-9]*\).*/\1/p')
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a > 0 && b > 0) printf "%.1f×", a / b; else printf "n/a" }'; }
 echo
-echo "| calls | pkt/s delivered | loss % | skybridge CPU % | skybridge ns/pkt | RSS MiB | C udp_epoll ns/pkt | ÷ C udp_epoll | C tcp_plain ns/pkt (sat.) | ÷ C tcp_plain | rtpengine ns/pkt | ÷ rtpengine |"
-echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| calls | pkt/s delivered | loss % | skybridge CPU % (user share) | skybridge ns/pkt | RSS MiB | C udp_epoll ns/pkt | ÷ C udp_epoll | C tcp_plain ns/pkt (sat.) | ÷ C tcp_plain | rtpengine pkt/s | rtpengine ns/pkt | ÷ rtpengine |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for n in "${NS[@]}"; do
   rss=$(awk -v k="${SKY_RSS[$n]:-0}" 'BEGIN{printf "%.1f", k / 1024}')
-  echo "| $n | ${SKY_PPS[$n]:-?} | ${SKY_LOSS[$n]:-?} | ${SKY_CPU[$n]:-?} | ${SKY_NS[$n]:-?} | $rss | ${EPOLL_NS[$n]:-?} | $(ratio "${SKY_NS[$n]:-0}" "${EPOLL_NS[$n]:-0}") | ${TCP_NS:-?} | $(ratio "${SKY_NS[$n]:-0}" "${TCP_NS:-0}") | ${RTPE_NS[$n]:-n/a} | $(ratio "${SKY_NS[$n]:-0}" "${RTPE_NS[$n]:-0}") |"
+  echo "| $n | ${SKY_PPS[$n]:-?} | ${SKY_LOSS[$n]:-?} | ${SKY_CPU[$n]:-?} (${SKY_USR[$n]:-?} %) | ${SKY_NS[$n]:-?} | $rss | ${EPOLL_NS[$n]:-?} | $(ratio "${SKY_NS[$n]:-0}" "${EPOLL_NS[$n]:-0}") | ${TCP_NS:-?} | $(ratio "${SKY_NS[$n]:-0}" "${TCP_NS:-0}") | ${RTPE_PPS[$n]:-n/a} | ${RTPE_NS[$n]:-n/a} | $(ratio "${SKY_NS[$n]:-0}" "${RTPE_NS[$n]:-0}") |"
 done
 echo "(C tcp_plain at saturation: ${TCP_PPS:-?} pkt/s; CPU per packet = utime+stime over the measured window ÷ packets delivered)"

@@ -85,6 +85,8 @@ struct Snapshot {
     received: u64,
     /// skybridge utime + stime, ticks.
     relay_ticks: u64,
+    /// skybridge utime alone, ticks.
+    relay_user_ticks: u64,
     /// this tool's utime + stime, ticks.
     own_ticks: u64,
 }
@@ -97,6 +99,8 @@ struct Window {
     delivered_pps: f64,
     loss_pct: f64,
     relay_cpu_pct: f64,
+    /// Share of the relay's CPU time spent in user space, percent.
+    relay_user_share_pct: f64,
     relay_ns_per_pkt: f64,
     own_cpu_pct: f64,
 }
@@ -108,6 +112,7 @@ impl Window {
         let received = b.received.saturating_sub(a.received);
         let tick = 1.0 / clk_tck.max(1) as f64;
         let relay_cpu = b.relay_ticks.saturating_sub(a.relay_ticks) as f64 * tick;
+        let relay_user = b.relay_user_ticks.saturating_sub(a.relay_user_ticks) as f64 * tick;
         let own_cpu = b.own_ticks.saturating_sub(a.own_ticks) as f64 * tick;
         let loss_pct = if sent == 0 {
             0.0
@@ -120,6 +125,11 @@ impl Window {
             delivered_pps: received as f64 / secs,
             loss_pct,
             relay_cpu_pct: 100.0 * relay_cpu / secs,
+            relay_user_share_pct: if relay_cpu > 0.0 {
+                100.0 * relay_user / relay_cpu
+            } else {
+                0.0
+            },
             relay_ns_per_pkt: if received == 0 {
                 0.0
             } else {
@@ -130,15 +140,15 @@ impl Window {
     }
 }
 
-/// utime + stime (ticks) from the text of `/proc/PID/stat`: fields 14 and 15, counted after
+/// (utime, stime) in ticks from the text of `/proc/PID/stat`: fields 14 and 15, counted after
 /// the `)` that closes the command name (which may itself hold spaces and parentheses).
-fn parse_stat_ticks(stat: &str) -> Option<u64> {
+fn parse_stat_ticks(stat: &str) -> Option<(u64, u64)> {
     let rest = stat.get(stat.rfind(')')? + 1..)?;
     // After ")": field 3 (state) is the first; utime is field 14, stime 15.
     let mut fields = rest.split_ascii_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 /// `VmRSS` / `VmHWM` (kB) from the text of `/proc/PID/status`.
@@ -149,11 +159,12 @@ fn parse_status_kb(status: &str, key: &str) -> Option<u64> {
     })
 }
 
-fn proc_ticks(pid: &str) -> u64 {
+/// (utime + stime, utime) of `pid` in ticks; zeros when unreadable.
+fn proc_ticks(pid: &str) -> (u64, u64) {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| parse_stat_ticks(&s))
-        .unwrap_or(0)
+        .map_or((0, 0), |(u, s)| (u + s, u))
 }
 
 /// The API answer's `ssrc` and `tunnel` from a whole HTTP/1.1 response.
@@ -442,12 +453,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
-    let snap = |c: &Counters| Snapshot {
-        at: Instant::now(),
-        sent: c.sent.load(Ordering::Relaxed),
-        received: c.received.load(Ordering::Relaxed),
-        relay_ticks: proc_ticks(&pid),
-        own_ticks: proc_ticks("self"),
+    let snap = |c: &Counters| {
+        let (relay_ticks, relay_user_ticks) = proc_ticks(&pid);
+        Snapshot {
+            at: Instant::now(),
+            sent: c.sent.load(Ordering::Relaxed),
+            received: c.received.load(Ordering::Relaxed),
+            relay_ticks,
+            relay_user_ticks,
+            own_ticks: proc_ticks("self").0,
+        }
     };
     let a = snap(&counters);
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
@@ -461,7 +476,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let c = &counters;
     println!(
         "result calls={} failed={} answered={} window_s={:.2} sent_pps={:.0} delivered_pps={:.0} \
-         loss_pct={:.3} relay_cpu_pct={:.1} relay_ns_per_pkt={:.0} rss_kb={} hwm_kb={} \
+         loss_pct={:.3} relay_cpu_pct={:.1} relay_user_share_pct={:.0} relay_ns_per_pkt={:.0} rss_kb={} hwm_kb={} \
          tool_cpu_pct={:.1} bad_len={} rtcp={} send_errors={}",
         args.calls - failures,
         failures,
@@ -471,6 +486,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         w.delivered_pps,
         w.loss_pct,
         w.relay_cpu_pct,
+        w.relay_user_share_pct,
         w.relay_ns_per_pkt,
         parse_status_kb(&status, "VmRSS").unwrap_or(0),
         parse_status_kb(&status, "VmHWM").unwrap_or(0),
@@ -505,7 +521,7 @@ mod tests {
         // Fields: pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt
         // cmajflt utime stime ...
         let stat = "4242 (sky bridge) (x)) S 1 2 3 4 5 6 7 8 9 10 120 35 0 0 20 0 9 0";
-        assert_eq!(parse_stat_ticks(stat), Some(155));
+        assert_eq!(parse_stat_ticks(stat), Some((120, 35)));
         assert_eq!(parse_stat_ticks("4242 (x) S 1 2"), None);
     }
 
@@ -525,6 +541,7 @@ mod tests {
             sent: 1_000,
             received: 900,
             relay_ticks: 10,
+            relay_user_ticks: 4,
             own_ticks: 0,
         };
         let b = Snapshot {
@@ -532,6 +549,7 @@ mod tests {
             sent: 21_000,
             received: 20_700,
             relay_ticks: 60,
+            relay_user_ticks: 14,
             own_ticks: 20,
         };
         let w = Window::between(&a, &b, 100);
@@ -539,6 +557,8 @@ mod tests {
         assert!((w.delivered_pps - 9_900.0).abs() < 1e-6);
         assert!((w.loss_pct - 1.0).abs() < 1e-9);
         assert!((w.relay_cpu_pct - 25.0).abs() < 1e-9);
+        // 0.1 s of user time out of 0.5 s.
+        assert!((w.relay_user_share_pct - 20.0).abs() < 1e-9);
         // 0.5 s CPU over 19,800 packets.
         assert!((w.relay_ns_per_pkt - 0.5e9 / 19_800.0).abs() < 1e-3);
         assert!((w.own_cpu_pct - 10.0).abs() < 1e-9);
