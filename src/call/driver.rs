@@ -263,6 +263,32 @@ impl Calls {
             // The call task already ended; start afresh.
             reg.by_key.remove(&key);
         }
+        let legs = HashMap::from([(
+            leg,
+            Leg {
+                sink,
+                offered: false,
+            },
+        )]);
+        self.spawn_call(
+            reg,
+            identity,
+            Some(key.target),
+            Direction::Outbound(route.clone()),
+            legs,
+        )
+    }
+
+    /// Checks the limits, allocates ports and starts the call task; `target` None names an
+    /// inbound call by its id.
+    fn spawn_call(
+        &self,
+        mut reg: std::sync::MutexGuard<'_, Registry>,
+        identity: &Identity,
+        target: Option<String>,
+        direction: Direction,
+        legs: HashMap<LegId, Leg>,
+    ) -> Result<CallRef, JoinError> {
         if reg.by_key.len() >= self.ctx.config.limits.max_calls {
             return Err(JoinError::TooManyCalls);
         }
@@ -274,6 +300,10 @@ impl Calls {
         }
         let ports = self.ctx.pool.allocate().map_err(|_| JoinError::NoPorts)?;
         let id = self.ctx.next_id.fetch_add(1, Ordering::Relaxed);
+        let key = CallKey {
+            identity: identity.clone(),
+            target: target.unwrap_or_else(|| format!("inbound-{id}")),
+        };
         let (audio_tx, audio_rx) = mpsc::channel(64);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let call = CallRef {
@@ -284,24 +314,18 @@ impl Calls {
         reg.by_key.insert(key.clone(), call.clone());
         *reg.per_user.entry(identity.clone()).or_insert(0) += 1;
         drop(reg);
+        let span = tracing::info_span!("call", id, user = identity.name(), target = %key.target);
         let task = CallTask {
             calls: self.clone(),
             me: call.clone(),
             key,
             id,
-            direction: Direction::Outbound(route.clone()),
+            direction,
             ports,
             audio_rx,
             control_rx,
-            legs: HashMap::from([(
-                leg,
-                Leg {
-                    sink,
-                    offered: false,
-                },
-            )]),
+            legs,
         };
-        let span = tracing::info_span!("call", id, user = identity.name(), target = %route.target);
         tokio::spawn(task.run().instrument(span));
         Ok(call)
     }
@@ -314,59 +338,27 @@ impl Calls {
         inbound: Inbound,
         legs: Vec<(LegId, ClientSink)>,
     ) -> Result<CallRef, u16> {
-        let mut reg = self.lock();
+        let reg = self.lock();
         if reg.closed {
             return Err(503);
         }
-        if reg.by_key.len() >= self.ctx.config.limits.max_calls {
-            return Err(503);
-        }
-        if reg.per_user.get(identity).copied().unwrap_or(0)
-            >= self.ctx.config.limits.max_calls_per_user
-        {
-            return Err(486);
-        }
-        let ports = self.ctx.pool.allocate().map_err(|_| 503u16)?;
-        let id = self.ctx.next_id.fetch_add(1, Ordering::Relaxed);
-        let key = CallKey {
-            identity: identity.clone(),
-            target: format!("inbound-{id}"),
-        };
-        let (audio_tx, audio_rx) = mpsc::channel(64);
-        let (control_tx, control_rx) = mpsc::unbounded_channel();
-        let call = CallRef {
-            id,
-            audio: audio_tx,
-            control: control_tx,
-        };
-        reg.by_key.insert(key.clone(), call.clone());
-        *reg.per_user.entry(identity.clone()).or_insert(0) += 1;
-        drop(reg);
-        let task = CallTask {
-            calls: self.clone(),
-            me: call.clone(),
-            key,
-            id,
-            direction: Direction::Inbound(inbound),
-            ports,
-            audio_rx,
-            control_rx,
-            legs: legs
-                .into_iter()
-                .map(|(leg, sink)| {
-                    (
-                        leg,
-                        Leg {
-                            sink: Some(sink),
-                            offered: true,
-                        },
-                    )
-                })
-                .collect(),
-        };
-        let span = tracing::info_span!("call", id, user = identity.name(), direction = "inbound");
-        tokio::spawn(task.run().instrument(span));
-        Ok(call)
+        let legs = legs
+            .into_iter()
+            .map(|(leg, sink)| {
+                (
+                    leg,
+                    Leg {
+                        sink: Some(sink),
+                        offered: true,
+                    },
+                )
+            })
+            .collect();
+        self.spawn_call(reg, identity, None, Direction::Inbound(inbound), legs)
+            .map_err(|e| match e {
+                JoinError::TooManyCallsForUser => 486,
+                _ => 503,
+            })
     }
 
     fn finished(&self, key: &CallKey, id: u64) {
