@@ -64,7 +64,7 @@ impl FakePbx {
 
 /// Relay with authentication on: user alice (token "test") may dial `bob` (the fake PBX) and
 /// `echo`; `carol` exists in the dial plan but is not hers.
-fn auth_relay(dir: &TestDir, name: &str, pbx: &FakePbx, other: &FakePbx) -> Relay {
+fn auth_relay(dir: &TestDir, pbx: &FakePbx, other: &FakePbx) -> Relay {
     let opts = RelayOpts {
         auth: vec!["required = true".into(), "anonymous_targets = []".into()],
         dialplan: vec![
@@ -77,7 +77,7 @@ fn auth_relay(dir: &TestDir, name: &str, pbx: &FakePbx, other: &FakePbx) -> Rela
         ),
         ..RelayOpts::default()
     };
-    Relay::start(dir.path(), name, &opts)
+    opts.start(dir.path())
 }
 
 // ---------------------------------------------------------------- RTMP client
@@ -308,11 +308,7 @@ fn write_until_closed(stream: &mut TcpStream, data: &[u8]) {
 }
 
 fn assert_alive(relay: &mut Relay) {
-    assert!(
-        relay.is_running(),
-        "skybridge died\n{}",
-        relay.child.tails(4000)
-    );
+    assert!(relay.is_running(), "skybridge died\n{}", relay.tails());
 }
 
 // ---------------------------------------------------------------- row 12: authentication
@@ -321,7 +317,7 @@ fn assert_alive(relay: &mut Relay) {
 fn wrong_token_gets_error_and_close_and_no_sip_is_sent() {
     let dir = TestDir::new("hostile-wrong-token");
     let (pbx, other) = (FakePbx::bind(), FakePbx::bind());
-    let mut relay = auth_relay(&dir, "relay", &pbx, &other);
+    let mut relay = auth_relay(&dir, &pbx, &other);
     let base = format!("rtmp://{}/live", relay.rtmp);
 
     // A wrong token in the tcUrl: connect is refused with _error, then the connection closes.
@@ -369,7 +365,7 @@ fn wrong_token_gets_error_and_close_and_no_sip_is_sent() {
 fn missing_token_gets_error_and_close_and_no_sip_is_sent() {
     let dir = TestDir::new("hostile-missing-token");
     let (pbx, other) = (FakePbx::bind(), FakePbx::bind());
-    let mut relay = auth_relay(&dir, "relay", &pbx, &other);
+    let mut relay = auth_relay(&dir, &pbx, &other);
     let base = format!("rtmp://{}/live", relay.rtmp);
 
     // connect without a token is allowed (ffmpeg brings it on the stream name)...
@@ -420,7 +416,7 @@ fn missing_token_gets_error_and_close_and_no_sip_is_sent() {
 fn valid_token_but_target_not_allowed_is_refused_without_sip() {
     let dir = TestDir::new("hostile-target");
     let (pbx, other) = (FakePbx::bind(), FakePbx::bind());
-    let mut relay = auth_relay(&dir, "relay", &pbx, &other);
+    let mut relay = auth_relay(&dir, &pbx, &other);
     let base = format!("rtmp://{}/live", relay.rtmp);
     let targets = [
         "carol".to_string(),                       // in the dial plan, not alice's
@@ -445,12 +441,12 @@ fn valid_token_but_target_not_allowed_is_refused_without_sip() {
     assert_eq!(other.recv(Duration::ZERO), None, "SIP reached carol's host");
     assert_alive(&mut relay);
     let m = relay.metrics();
-    let not_allowed = common::relay::metric_sum(
+    let not_allowed = common::skybridge::metric_sum(
         &m,
         REJECTED,
         &[("transport", "rtmp"), ("reason", "target_not_allowed")],
     );
-    let unknown = common::relay::metric_sum(
+    let unknown = common::skybridge::metric_sum(
         &m,
         REJECTED,
         &[("transport", "rtmp"), ("reason", "unknown_target")],
@@ -482,7 +478,7 @@ fn valid_token_but_target_not_allowed_is_refused_without_sip() {
 #[test]
 fn garbage_on_the_rtmp_port_closes_and_logs_the_peer() {
     let dir = TestDir::new("hostile-garbage");
-    let mut relay = Relay::start(dir.path(), "relay", &RelayOpts::default());
+    let mut relay = RelayOpts::default().start(dir.path());
     let url = format!("rtmp://{}/live/echo", relay.rtmp);
     let out = dir.path().join("played.wav");
 
@@ -555,7 +551,7 @@ fn connected_raw(relay: &Relay) -> TcpStream {
 #[test]
 fn huge_set_chunk_size_and_message_length_close_without_large_allocation() {
     let dir = TestDir::new("hostile-chunks");
-    let mut relay = Relay::start(dir.path(), "relay", &RelayOpts::default());
+    let mut relay = RelayOpts::default().start(dir.path());
     // Warm up (first connection, metric registration) before the baseline.
     drop(connected_raw(&relay));
     thread::sleep(Duration::from_millis(200));
@@ -607,7 +603,7 @@ fn huge_set_chunk_size_and_message_length_close_without_large_allocation() {
     );
     let m = relay.metrics();
     let count = |reason| {
-        common::relay::metric_sum(&m, REJECTED, &[("transport", "rtmp"), ("reason", reason)])
+        common::skybridge::metric_sum(&m, REJECTED, &[("transport", "rtmp"), ("reason", reason)])
     };
     assert!(count("message_too_long") >= 5.0, "{m}");
     assert!(count("reassembly_limit") >= 5.0, "{m}");
@@ -633,7 +629,7 @@ fn deeply_nested_amf0_connect_is_refused() {
         ],
         ..RelayOpts::default()
     };
-    let mut relay = Relay::start(dir.path(), "relay", &opts);
+    let mut relay = opts.start(dir.path());
     drop(handshake(relay.rtmp));
     thread::sleep(Duration::from_millis(200));
     let before = relay.rss_kib();
@@ -708,8 +704,8 @@ fn deeply_nested_amf0_connect_is_refused() {
         "RSS grew from {before} KiB to {after} KiB"
     );
     let m = relay.metrics();
-    let depth = common::relay::metric_sum(&m, REJECTED, &[("reason", "amf0_depth")]);
-    let malformed = common::relay::metric_sum(&m, REJECTED, &[("reason", "amf0_malformed")]);
+    let depth = common::skybridge::metric_sum(&m, REJECTED, &[("reason", "amf0_depth")]);
+    let malformed = common::skybridge::metric_sum(&m, REJECTED, &[("reason", "amf0_malformed")]);
     assert!(depth >= 2.0, "{m}");
     assert!(depth + malformed >= 3.0, "{m}");
     assert!(
@@ -738,7 +734,7 @@ fn slow_handshake_is_closed_at_the_deadline() {
         limits: vec!["max_connections_per_ip = 5".into()],
         ..RelayOpts::default()
     };
-    let mut relay = Relay::start(dir.path(), "relay", &opts);
+    let mut relay = opts.start(dir.path());
 
     // One byte every 500 ms: closed at the 2 s deadline, not kept alive by the trickle.
     let mut s = TcpStream::connect_timeout(&relay.rtmp, 2 * SEC).unwrap();

@@ -96,11 +96,7 @@ fn options(relay: SocketAddr, from: SocketAddr, call_id: &str) -> String {
 }
 
 fn assert_alive(relay: &mut Relay) {
-    assert!(
-        relay.is_running(),
-        "skybridge died\n{}",
-        relay.child.tails(4000)
-    );
+    assert!(relay.is_running(), "skybridge died\n{}", relay.tails());
 }
 
 /// A relay whose dial plan names only `pbx` (127.0.0.1).
@@ -116,7 +112,7 @@ fn relay_with_pbx(dir: &TestDir, pbx: SocketAddr, extra_sip: Vec<String>) -> Rel
         ),
         ..RelayOpts::default()
     };
-    Relay::start(dir.path(), "relay", &opts)
+    opts.start(dir.path())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -274,8 +270,8 @@ fn malformed_sip_datagrams_never_crash() {
         "RSS grew from {before} KiB to {after} KiB"
     );
     let m = relay.metrics();
-    let dropped = common::relay::metric_sum(&m, DROPPED, &[]);
-    let sent400 = common::relay::metric_sum(
+    let dropped = common::skybridge::metric_sum(&m, DROPPED, &[]);
+    let sent400 = common::skybridge::metric_sum(
         &m,
         "skybridge_sip_responses_total",
         &[("code", "400"), ("direction", "out")],

@@ -15,7 +15,7 @@ mod common;
 use common::audio::{active_duration, dominant_frequency, read_wav, tone_snr_db};
 use common::ffmpeg::{Player, Publisher};
 use common::procs::{wait_until, Child, TestDir};
-use common::relay::{rss_kib, strip_ansi};
+use common::skybridge::{rss_kib, strip_ansi};
 use common::skybridge::{Skybridge, SkybridgeOpts};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};

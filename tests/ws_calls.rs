@@ -15,9 +15,9 @@ use common::audio::{active_duration, dominant_frequency, read_wav, tone_snr_db, 
 use common::baresip::{Answer, Baresip, BaresipOpts, Registration};
 use common::kamailio::{Kamailio, KamailioOpts};
 use common::procs::{free_udp_port, wait_until, TestDir};
-use common::relay::strip_ansi;
 use common::rtmp_client::RtmpClient;
 use common::sipp::{Scenario, Sipp};
+use common::skybridge::strip_ansi;
 use common::skybridge::{Skybridge, SkybridgeOpts};
 use common::ws_client::WsClient;
 use serde_json::{json, Value};

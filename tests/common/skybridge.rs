@@ -152,6 +152,34 @@ impl Skybridge {
         self.child.stderr_text()
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.is_running()
+    }
+
+    /// Resident set size in KiB (VmRSS from /proc/<pid>/status).
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid()).expect("read VmRSS of skybridge")
+    }
+
+    /// stdout + stderr so far, ANSI escapes removed.
+    pub fn logs(&self) -> String {
+        strip_ansi(&(self.child.stdout_text() + &self.child.stderr_text()))
+    }
+
+    /// Waits ≤ `timeout` for a log line containing every needle.
+    pub fn wait_log(&self, needles: &[&str], timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            self.logs()
+                .lines()
+                .any(|l| needles.iter().all(|n| l.contains(n)))
+        })
+    }
+
     pub fn child(&mut self) -> &mut Child {
         &mut self.child
     }
@@ -192,4 +220,30 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
             all.then(|| value.trim().parse::<f64>().ok()).flatten()
         })
         .sum()
+}
+
+/// VmRSS of `pid` in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Removes ANSI CSI escape sequences.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
