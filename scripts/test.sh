@@ -47,7 +47,7 @@ if [ "${SKIP_DEPS:-0}" != 1 ]; then
 fi
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
-step "cargo test" cargo test --workspace
+step "cargo test" cargo test --workspace --no-fail-fast
 if [ "$FUZZ_SECONDS" != 0 ]; then
     step "fuzz (${FUZZ_SECONDS}s per target)" run_fuzz
 fi

@@ -120,6 +120,7 @@ pub struct Baresip {
     child: Child,
     dir: PathBuf,
     _own_dir: Option<TestDir>,
+    _rec_dir: TestDir,
     sip_port: u16,
     user: String,
     ctrl: Arc<Mutex<TcpStream>>,
@@ -169,8 +170,12 @@ impl Baresip {
                 .map(|d| d.as_nanos())
                 .unwrap_or(0)
         ));
-        let rec = dir.join("rec");
-        fs::create_dir_all(&rec).map_err(|e| e.to_string())?;
+        fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        // sndfile writes `<snd_path>/dump-<date>-dec.wav` into a 128-byte buffer; keep the real
+        // directory short and link it from the instance directory for whoever reads the logs.
+        let rec_dir = TestDir::short("rec");
+        let rec = rec_dir.path().to_path_buf();
+        std::os::unix::fs::symlink(&rec, dir.join("rec")).map_err(|e| e.to_string())?;
         let sip_port = free_port_block(2);
         let ctrl_port = free_tcp_port();
         let play = match &opts.play_wav {
@@ -279,6 +284,7 @@ impl Baresip {
             child,
             dir,
             _own_dir: own_dir,
+            _rec_dir: rec_dir,
             sip_port,
             user,
             ctrl,

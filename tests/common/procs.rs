@@ -88,6 +88,17 @@ impl TestDir {
         TestDir { path }
     }
 
+    /// A fresh directory with a short path (`$TMPDIR/sb-<name>-<pid>-<n>`), for programs that
+    /// keep file names in small fixed buffers: baresip's sndfile truncates its recording paths
+    /// at 127 bytes, dropping the `.wav` when the checkout lives a few directories deeper.
+    pub fn short(name: &str) -> TestDir {
+        let n = DIR_SEQ.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("sb-{name}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).expect("create short test dir");
+        TestDir { path }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
