@@ -419,3 +419,62 @@ fn ffmpeg_publisher_to_listening_player_carries_the_tone() {
     let snr = tone_snr_db(&x, wav.rate, 1000.0);
     assert!(snr > 25.0, "snr {snr}");
 }
+
+// ---------------------------------------------------------------- link proxy
+
+/// An echo server on loopback for the proxy tests; ends with the listener's first client.
+fn echo_server() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    thread::spawn(move || {
+        if let Ok((mut s, _)) = l.accept() {
+            let mut buf = [0u8; 1024];
+            let _ = s.set_read_timeout(Some(10 * SEC));
+            while let Ok(n) = std::io::Read::read(&mut s, &mut buf) {
+                if n == 0 || std::io::Write::write_all(&mut s, &buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    addr
+}
+
+fn round_trip(s: &mut std::net::TcpStream, msg: &[u8]) -> Option<Duration> {
+    use std::io::{Read, Write};
+    let t0 = Instant::now();
+    s.write_all(msg).ok()?;
+    let mut got = vec![0u8; msg.len()];
+    s.read_exact(&mut got).ok()?;
+    (got == msg).then(|| t0.elapsed())
+}
+
+#[test]
+fn link_proxy_forwards_freezes_then_bursts_and_blackholes_without_closing() {
+    use common::linkproxy::LinkProxy;
+    let proxy = LinkProxy::start(echo_server());
+    let mut s = std::net::TcpStream::connect(proxy.addr).expect("connect");
+    s.set_read_timeout(Some(5 * SEC)).expect("timeout");
+    let rt = round_trip(&mut s, b"hello").expect("echo through the proxy");
+    assert!(rt < SEC, "a passing link answers at once: {rt:?}");
+
+    proxy.freeze_for(Duration::from_millis(700));
+    assert!(proxy.frozen());
+    let rt = round_trip(&mut s, b"during the stall").expect("echo after the stall");
+    assert!(
+        rt >= Duration::from_millis(600),
+        "a frozen link holds bytes until it thaws: {rt:?}"
+    );
+    assert!(!proxy.frozen());
+
+    proxy.blackhole();
+    s.set_read_timeout(Some(Duration::from_millis(800)))
+        .expect("timeout");
+    let mut buf = [0u8; 16];
+    std::io::Write::write_all(&mut s, b"into the void").expect("write is accepted");
+    let r = std::io::Read::read(&mut s, &mut buf);
+    assert!(
+        matches!(&r, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "a blackholed link neither answers nor closes: {r:?}"
+    );
+}

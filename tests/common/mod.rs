@@ -10,6 +10,7 @@ pub mod audio;
 pub mod baresip;
 pub mod ffmpeg;
 pub mod kamailio;
+pub mod linkproxy;
 pub mod procs;
 pub mod relay;
 pub mod rtmp_client;
