@@ -520,3 +520,76 @@ fn a_bound_tunnel_that_goes_silent_is_closed_at_the_idle_timeout_and_the_call_en
         sb.tails()
     );
 }
+
+// ------------------------------------------------------------ shared-port disambiguation
+
+/// A client with 100 ms PCMU packets sends RFC 4571 frames of 814 bytes: the length prefix
+/// starts with `0x03`, RTMP's first byte. On the shared port the pending binding's SSRC tells
+/// it apart, so the tunnel binds and the call works.
+#[test]
+fn a_long_frame_starting_like_rtmp_binds_its_tunnel_on_the_shared_port() {
+    let _serial = serial();
+    let dir = TestDir::new("tunnel-long-frames");
+    let shared_addr: SocketAddr = format!("127.0.0.1:{}", common::procs::free_tcp_port())
+        .parse()
+        .unwrap();
+    let sb = Skybridge::start(
+        dir.path(),
+        &SkybridgeOpts {
+            auth: anonymous(&["tone"]),
+            tail: format!("[shared]\nlisten = \"{shared_addr}\"\n"),
+            ..Default::default()
+        },
+    );
+    let b = new_call_at(shared_addr, &sb, None, "tone");
+    let frame = |seq: u16| {
+        let mut p = vec![0u8; 2];
+        p.extend_from_slice(&[0x80, 0]);
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&(u32::from(seq) * 800).to_be_bytes());
+        p.extend_from_slice(&b.ssrc.to_be_bytes());
+        p.extend_from_slice(&[0xFF; 800]);
+        let len = u16::try_from(p.len() - 2).unwrap();
+        p[..2].copy_from_slice(&len.to_be_bytes());
+        p
+    };
+    assert_eq!(frame(0)[0], 0x03, "the frame really starts like RTMP C0");
+    let mut s = TcpStream::connect(shared_addr).unwrap();
+    let mut inbox = Vec::new();
+    let mut packets = 0;
+    let mut buf = vec![0u8; 8192];
+    let end = Instant::now() + 5 * SEC;
+    let mut seq = 0u16;
+    while packets < 20 && Instant::now() < end {
+        s.write_all(&frame(seq)).unwrap();
+        seq = seq.wrapping_add(1);
+        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => panic!("the shared port closed the tunnel\n{}", sb.tails()),
+            Ok(n) => inbox.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        while inbox.len() >= 2 {
+            let len = usize::from(u16::from_be_bytes([inbox[0], inbox[1]]));
+            if inbox.len() < 2 + len {
+                break;
+            }
+            assert_eq!(inbox[2] >> 6, 2, "RTP back");
+            packets += 1;
+            inbox.drain(..2 + len);
+        }
+    }
+    assert!(
+        packets >= 20,
+        "only {packets} RTP packets came back through the shared port\n{}",
+        sb.tails()
+    );
+    assert_eq!(
+        sb.metric(
+            "skybridge_client_rejected_total",
+            &[("transport", "rtmp"), ("reason", "protocol_error")]
+        ),
+        0.0,
+        "nothing was taken for a broken RTMP handshake"
+    );
+}

@@ -9,6 +9,12 @@
 //! ```
 //!
 //! Looks at no more than [`MAX_CLASSIFY_BYTES`] bytes.
+//!
+//! One overlap remains: an RFC 4571 frame of 768–1023 bytes also starts with `0x03`. Such a
+//! prefix is reported as RTMP; [`rfc4571_rtp_ssrc`] reads the SSRC it would carry as framed
+//! RTP, so a caller that knows which SSRCs it expects (the tunnel's pending bindings) can take
+//! it back. An RTMP C1 whose bytes 10..14 happen to equal a pending, unguessable SSRC is a
+//! 2^-32 event per pending binding.
 
 /// The longest prefix [`classify`] ever needs (`OPTIONS ` is 8 bytes).
 pub const MAX_CLASSIFY_BYTES: usize = 8;
@@ -55,6 +61,24 @@ pub fn classify(first: &[u8]) -> Classified {
             }
         }
     }
+}
+
+/// Bytes [`rfc4571_rtp_ssrc`] needs: 2-byte length + a 12-byte RTP header.
+pub const RFC4571_RTP_PREFIX: usize = 14;
+
+/// The SSRC of the RTP packet `first` would start with if it were RFC 4571 framed RTP
+/// (length ≥ 12, RTP version 2); `None` when too short or not shaped like that.
+///
+/// ```text
+/// frame = length:u16 rtp ; rtp = V(2)=2 P X CC M PT seq:u16 ts:u32 ssrc:u32 ...
+/// ```
+pub fn rfc4571_rtp_ssrc(first: &[u8]) -> Option<u32> {
+    let head = first.get(..RFC4571_RTP_PREFIX)?;
+    let len = u16::from_be_bytes([head[0], head[1]]);
+    if len < 12 || head[2] >> 6 != 2 {
+        return None;
+    }
+    Some(u32::from_be_bytes([head[10], head[11], head[12], head[13]]))
 }
 
 #[cfg(test)]
@@ -104,6 +128,26 @@ mod tests {
         // RFC 4571: a 2-byte length then an RTP packet.
         assert_eq!(classify(&[0x00, 0xac, 0x80, 0x00]), Classified::Other);
         assert_eq!(classify(b"\r\n"), Classified::Other);
+    }
+
+    #[test]
+    fn a_long_rfc4571_frame_reads_as_rtmp_but_yields_its_ssrc() {
+        // 800 bytes of PCMU (100 ms) + 12-byte header = length 0x032c.
+        let mut f = vec![0x03, 0x2c, 0x80, 0x00, 0x00, 0x01, 0, 0, 0, 160];
+        f.extend_from_slice(&0xdead_beef_u32.to_be_bytes());
+        assert_eq!(classify(&f), Classified::Rtmp);
+        assert_eq!(rfc4571_rtp_ssrc(&f), Some(0xdead_beef));
+        assert_eq!(
+            rfc4571_rtp_ssrc(&f[..13]),
+            None,
+            "needs the whole RTP header"
+        );
+        // ffmpeg's C0+C1: version 3, uptime 0, then its version bytes: not RTP v2.
+        let c1 = [3u8, 0, 0, 0, 0, 9, 0, 124, 2, 1, 2, 3, 4, 5];
+        assert_eq!(rfc4571_rtp_ssrc(&c1), None);
+        // A length below an RTP header is never framed RTP.
+        let short = [0u8, 11, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
+        assert_eq!(rfc4571_rtp_ssrc(&short), None);
     }
 
     #[test]

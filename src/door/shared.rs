@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use skybridge_codecs::classify::{classify, Classified};
+use skybridge_codecs::classify::{classify, rfc4571_rtp_ssrc, Classified, RFC4571_RTP_PREFIX};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -20,6 +20,9 @@ use crate::ops::metrics as m;
 use crate::relay::Shared;
 
 const TRANSPORT: &str = "shared";
+
+/// How long a `0x03` prefix shorter than an RFC 4571 RTP header waits for more bytes.
+const RTMP_GRACE: Duration = Duration::from_millis(100);
 
 /// Accepts connections on the shared port until `stop` turns true (per-IP and total caps as
 /// on every listener).
@@ -78,8 +81,23 @@ where
     S: AsyncRead + Unpin,
 {
     let mut buf = BytesMut::with_capacity(4096);
+    let mut rtmp_grace = true;
     loop {
         let kind = classify(&buf);
+        if kind == Classified::Rtmp && buf.len() < RFC4571_RTP_PREFIX && rtmp_grace {
+            // `0x03` may also open a long RFC 4571 frame: give the rest of its RTP header a
+            // moment to arrive (an RTMP client sends C0 and C1 together, so this rarely waits).
+            rtmp_grace = false;
+            let grace = deadline.min(Instant::now() + RTMP_GRACE);
+            if let Ok(Ok(n)) =
+                tokio::time::timeout_at(grace.into(), stream.read_buf(&mut buf)).await
+            {
+                if n == 0 {
+                    return None;
+                }
+            }
+            continue;
+        }
         if kind != Classified::NeedMore {
             debug!(%peer, ?kind, "shared port: protocol recognised");
             return Some((kind, buf, stream));
@@ -108,7 +126,13 @@ async fn dispatch<S>(kind: Classified, first: BytesMut, stream: S, shared: Share
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let expected_tunnel =
+        rfc4571_rtp_ssrc(&first).is_some_and(|ssrc| shared.tunnels.expects_ssrc(ssrc));
     match kind {
+        Classified::Rtmp if expected_tunnel => {
+            debug!(%peer, "shared port: 0x03 opens an RFC 4571 frame for a pending binding");
+            super::tunnel::serve_stream(stream, first, shared, peer).await
+        }
         Classified::Rtmp => super::rtmp::serve_stream(stream, first, shared, peer).await,
         Classified::Http => super::web::serve_stream(stream, first, shared, peer, true).await,
         Classified::Other => super::tunnel::serve_stream(stream, first, shared, peer).await,

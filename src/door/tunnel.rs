@@ -64,6 +64,11 @@ pub struct Tunnels {
 }
 
 impl Tunnels {
+    /// Whether a pending binding waits for a tunnel whose first RTP packet carries `ssrc`.
+    pub fn expects_ssrc(&self, ssrc: u32) -> bool {
+        lock(&self.table).expects_ssrc(ssrc)
+    }
+
     /// Bindings live `window`; at most `max_pending` wait at once.
     pub fn new(window: Duration, max_pending: usize) -> Tunnels {
         Tunnels {

@@ -149,6 +149,12 @@ impl<T: Clone> BindingTable<T> {
         Ok(expires)
     }
 
+    /// Whether a binding for `ssrc` waits for its tunnel connection (lets the shared port tell
+    /// a 768–1023-byte RFC 4571 frame from an RTMP handshake; see `classify`).
+    pub fn expects_ssrc(&self, ssrc: u32) -> bool {
+        self.by_ssrc.contains_key(&ssrc)
+    }
+
     /// Binds a tunnel connection from `peer_ip` whose first RTP packet carries `ssrc`. One-time:
     /// the SSRC cannot bind again. A wrong address does not spend the binding (the rightful
     /// client may still come).
