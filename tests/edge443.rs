@@ -178,6 +178,7 @@ fn rtmps_wss_and_a_tls_tunnel_share_one_port_at_the_same_time() {
         bob.tails(),
         sb.tails()
     );
+    eprintln!("[measure] Chromium page: {}", page.stdout_text().trim());
     eprintln!(
         "[measure] most calls active at once with the page connected: {most_calls}; \
          page finished after {:.1} s",
