@@ -155,6 +155,8 @@ fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
+    raise_nofile_limit();
+
     let config = match config_path {
         Some(path) => {
             let config =
@@ -174,6 +176,47 @@ fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(serve(config))
+}
+
+/// Raises the soft limit on open files (`RLIMIT_NOFILE`) to the hard limit, and logs both.
+///
+/// Every client connection is a file descriptor, and so is every RTP socket, so an edge relay
+/// must not stop at the soft limit many systems start processes with (1024): a slowloris
+/// flood of 1,000 idle connections alone would then starve real clients of `accept`. The
+/// per-IP and total connection caps (`[limits]`) are what bound descriptors; this only makes
+/// sure the kernel lets the process reach them. A failure is logged and start-up goes on with
+/// the limit it had.
+fn raise_nofile_limit() {
+    use rlimit::Resource;
+    let before = match Resource::NOFILE.get() {
+        Ok(limits) => limits,
+        Err(e) => {
+            warn!(error = %e, "cannot read the open-files limit (RLIMIT_NOFILE)");
+            return;
+        }
+    };
+    let (soft, hard) = before;
+    if soft >= hard {
+        info!(
+            soft,
+            hard, "open-files limit (RLIMIT_NOFILE) already at the hard limit"
+        );
+        return;
+    }
+    match rlimit::increase_nofile_limit(hard) {
+        Ok(now) => info!(
+            soft_before = soft,
+            soft = now,
+            hard,
+            "open-files limit (RLIMIT_NOFILE) raised to the hard limit"
+        ),
+        Err(e) => warn!(
+            error = %e,
+            soft,
+            hard,
+            "cannot raise the open-files limit (RLIMIT_NOFILE); keeping the soft limit"
+        ),
+    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -12,6 +12,7 @@ use common::ffmpeg::{Player, Publisher};
 use common::procs::{free_tcp_port, loopback, wait_until, TestDir};
 use common::scenario::{serial, MIN_SNR_DB};
 use common::skybridge::{Skybridge, SkybridgeOpts};
+use common::tlsutil::make_cert;
 use common::ws_client::linear_to_ulaw;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -27,21 +28,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SEC: Duration = Duration::from_secs(1);
-
-/// Runs `skybridge cert --self-signed --out <dir>`; returns (cert.pem, key.pem).
-fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
-    let out = Command::new(env!("CARGO_BIN_EXE_skybridge"))
-        .args(["cert", "--self-signed", "--out"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "skybridge cert: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (dir.join("cert.pem"), dir.join("key.pem"))
-}
 
 /// A running skybridge with `[tls]` from `cert_dir`, the shared port, an RTMPS port and an
 /// HTTPS port, all on loopback.

@@ -10,14 +10,16 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::audio::{read_wav, write_tone_wav};
 use common::baresip::{Answer, Baresip, BaresipOpts};
-use common::procs::{have_program, wait_until, Child, TestDir};
+use common::procs::{have_program, wait_until, TestDir};
 use common::scenario::{anonymous, assert_tone_samples, serial, user_block};
 use common::skybridge::{Skybridge, SkybridgeOpts};
+use common::tlsutil::{
+    gst_tunnel_receiver, gst_tunnel_sender, make_cert, tls_shared_tail, TlsForwarder,
+};
 use serde_json::{json, Value};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -100,12 +102,6 @@ fn relay_to_bob(dir: &TestDir, bob: &Baresip, tunnel: &str) -> Skybridge {
     )
 }
 
-fn gst(dir: &TestDir, name: &str, pipeline: &str) -> Child {
-    let mut cmd = Command::new("gst-launch-1.0");
-    cmd.arg("-e").args(pipeline.split_whitespace());
-    Child::spawn(name, &mut cmd, dir.path())
-}
-
 /// One RTP packet (PT 0, 160 bytes of µ-law silence) framed per RFC 4571.
 fn rtp_frame(ssrc: u32, seq: u16) -> Vec<u8> {
     let mut p = vec![0u8, 172, 0x80, 0];
@@ -153,18 +149,39 @@ fn no_call_reached(bob: &Baresip) -> bool {
 
 #[test]
 fn gstreamer_calls_baresip_over_the_tunnel_and_audio_flows_both_ways() {
-    gstreamer_call("tunnel-gst-baresip", false);
+    gstreamer_call("tunnel-gst-baresip", Via::Listeners);
 }
 
 #[test]
 fn gstreamer_calls_baresip_through_the_shared_port() {
-    gstreamer_call("tunnel-gst-shared", true);
+    gstreamer_call("tunnel-gst-shared", Via::Shared);
 }
 
-/// GStreamer sends 1 kHz over an RFC 4571 tunnel and receives bob's 440 Hz over HTTP; with
-/// `shared`, both connections (and the API request) go to the one shared port instead of the
-/// tunnel and web listeners.
-fn gstreamer_call(name: &str, shared: bool) {
+/// RFC 4571 over TLS for a client without TLS: stock GStreamer has no TLS TCP client sink, so
+/// a deployment puts a local TLS client in front of it — here Debian `socat` listening on
+/// loopback and wrapping each connection in TLS to the shared port (verifying the relay's
+/// certificate). `tcpclientsink`, `souphttpsrc` and the API request all go through it; the
+/// relay terminates TLS, classifies the decrypted bytes, and sees the client's own address,
+/// so the tunnel's binding to the API caller's IP holds.
+#[test]
+fn gstreamer_calls_baresip_over_tls_on_the_shared_port_through_socat() {
+    gstreamer_call("tunnel-gst-tls", Via::SharedTls);
+}
+
+/// Where the GStreamer client's connections go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    /// The API on the web listener, RTP to the tunnel listener.
+    Listeners,
+    /// Everything in the clear on the shared port.
+    Shared,
+    /// Everything through a local socat TLS client to the shared port.
+    SharedTls,
+}
+
+/// GStreamer sends 1 kHz over an RFC 4571 tunnel and receives bob's 440 Hz over HTTP; `via`
+/// says which port(s) the API request and both connections go to.
+fn gstreamer_call(name: &str, via: Via) {
     let _serial = serial();
     if !have_program("gst-launch-1.0") {
         panic!("gst-launch-1.0 missing: run scripts/install-deps.sh");
@@ -174,51 +191,41 @@ fn gstreamer_call(name: &str, shared: bool) {
     let shared_addr: SocketAddr = format!("127.0.0.1:{}", common::procs::free_tcp_port())
         .parse()
         .unwrap();
+    let tail = match via {
+        Via::Listeners => String::new(),
+        Via::Shared => format!("[shared]\nlisten = \"{shared_addr}\"\n"),
+        Via::SharedTls => {
+            make_cert(dir.path());
+            tls_shared_tail(dir.path(), shared_addr, 5)
+        }
+    };
     let sb = Skybridge::start(
         dir.path(),
         &SkybridgeOpts {
             auth: anonymous(&["bob", "tone"]),
             dialplan: vec![("bob".into(), bob.uri())],
-            tail: if shared {
-                format!("[shared]\nlisten = \"{shared_addr}\"\n")
-            } else {
-                String::new()
-            },
+            tail,
             ..Default::default()
         },
     );
-    let (api, send_to) = if shared {
-        (shared_addr, shared_addr)
-    } else {
-        (sb.web, sb.tunnel)
+    let forwarder = (via == Via::SharedTls).then(|| {
+        TlsForwarder::start(
+            dir.path(),
+            "socat-tls",
+            shared_addr,
+            &dir.path().join("cert.pem"),
+        )
+    });
+    let (api, send_to) = match (via, &forwarder) {
+        (Via::Listeners, _) => (sb.web, sb.tunnel),
+        (Via::SharedTls, Some(f)) => (f.addr, f.addr),
+        _ => (shared_addr, shared_addr),
     };
     let b = new_call_at(api, &sb, None, "bob");
     assert_eq!(b.tunnel, sb.tunnel);
     let wav = dir.path().join("client-hears.wav");
-    let mut rx = gst(
-        &dir,
-        "gst-recv",
-        &format!(
-            "souphttpsrc location=http://{}{} ! \
-             application/x-rtp-stream,media=audio,clock-rate=8000,encoding-name=PCMU ! \
-             rtpstreamdepay ! application/x-rtp,media=audio,clock-rate=8000,encoding-name=PCMU,payload=0 ! \
-             rtppcmudepay ! mulawdec ! wavenc ! filesink location={}",
-            api,
-            b.receive,
-            wav.display()
-        ),
-    );
-    let mut tx = gst(
-        &dir,
-        "gst-send",
-        &format!(
-            "audiotestsrc freq=1000 is-live=true ! audio/x-raw,rate=8000,channels=1 ! mulawenc ! \
-             rtppcmupay ssrc={} ! rtpstreampay ! tcpclientsink host={} port={}",
-            b.ssrc,
-            send_to.ip(),
-            send_to.port()
-        ),
-    );
+    let mut rx = gst_tunnel_receiver(dir.path(), "gst-recv", api, &b.receive, &wav);
+    let mut tx = gst_tunnel_sender(dir.path(), "gst-send", 1000, b.ssrc, send_to);
     bob.expect_event("CALL_ESTABLISHED", 10 * SEC);
     std::thread::sleep(4 * SEC);
     // EOS on the sender closes the tunnel: the call ends (BYE) and the receive stream ends.
@@ -259,6 +266,20 @@ fn gstreamer_call(name: &str, shared: bool) {
         &context,
     );
     assert_eq!(rejected(&sb, "unknown_ssrc"), 0.0, "{context}");
+    if let Some(f) = forwarder {
+        // The API request, the tunnel and the receive stream each crossed TLS.
+        let tls_seen = sb
+            .logs()
+            .lines()
+            .filter(|l| l.contains("protocol recognised") && l.contains("Tls"))
+            .count();
+        assert!(
+            f.connections() >= 3 && tls_seen >= 3,
+            "socat TLS connections {}, relay saw TLS {tls_seen}\n{}\n{context}",
+            f.connections(),
+            f.tails()
+        );
+    }
 }
 
 // ---------------------------------------------- a native client on one full-duplex connection
