@@ -297,7 +297,7 @@ impl Default for LimitsConfig {
             max_connections: 2000,
             max_calls_per_user: 4,
             drain_timeout_secs: 0,
-            client_send_buffer_bytes: 8 * 1024,
+            client_send_buffer_bytes: 4096,
         }
     }
 }

@@ -305,7 +305,7 @@ mod tests {
     #[test]
     fn capacity_covers_twice_the_bound_plus_slack() {
         assert_eq!(capacity_for(200 * MS, 20 * MS), 28);
-        assert_eq!(capacity_for(0 * MS, 20 * MS), 8);
+        assert_eq!(capacity_for(Duration::ZERO, 20 * MS), 8);
     }
 
     #[tokio::test]

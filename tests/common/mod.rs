@@ -17,4 +17,5 @@ pub mod rtmp_client;
 pub mod scenario;
 pub mod sipp;
 pub mod skybridge;
+pub mod uas;
 pub mod ws_client;
