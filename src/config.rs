@@ -201,7 +201,8 @@ pub struct RtpConfig {
     pub port_max: u16,
     /// Seconds without RTP from the peer, once answered, after which the call is ended.
     pub inactivity_timeout_secs: u64,
-    /// Frames older than this (ms) on their way to RTP are dropped instead of sent late.
+    /// Frames older than this (ms) on their way to RTP, or queued toward a client, are dropped
+    /// instead of sent late.
     pub max_delay_ms: u64,
     /// Packet duration sent toward RTP (ms).
     pub ptime_ms: u32,
@@ -282,6 +283,10 @@ pub struct LimitsConfig {
     pub max_calls_per_user: usize,
     /// Seconds calls may take to finish on shutdown before they are hung up.
     pub drain_timeout_secs: u64,
+    /// Kernel send buffer of each accepted client socket (SO_SNDBUF, bytes; 0 = system
+    /// default). Small, so a stalled client link is felt within a second of audio instead of
+    /// megabytes hiding a backlog past `rtp.max_delay_ms`.
+    pub client_send_buffer_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -292,6 +297,7 @@ impl Default for LimitsConfig {
             max_connections: 2000,
             max_calls_per_user: 4,
             drain_timeout_secs: 0,
+            client_send_buffer_bytes: 4096,
         }
     }
 }

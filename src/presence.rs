@@ -114,7 +114,12 @@ mod tests {
     use super::*;
 
     fn sink() -> ClientSink {
-        let (audio, _) = mpsc::channel(1);
+        let (audio, _) = crate::call::client_queue::channel(
+            std::time::Duration::from_millis(200),
+            1,
+            "test",
+            false,
+        );
         let (control, _) = mpsc::unbounded_channel();
         ClientSink { audio, control }
     }

@@ -13,6 +13,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn, Instrument};
 
+use super::client_queue::{self, AudioRx, AudioTx};
 use super::core::{CallCore, CallSettings, ClientCommand, Output};
 use crate::config::Config;
 use crate::media::MediaFrame;
@@ -26,10 +27,34 @@ use crate::sip_endpoint::{sleep_until_opt, SipCallEvent, SipHandle};
 /// for, so one connection can hold several calls (and several legs) on one pair of channels.
 #[derive(Clone, Debug)]
 pub struct ClientSink {
-    /// Audio toward the client; full = the client is behind, the frame is dropped.
-    pub audio: mpsc::Sender<(LegId, MediaFrame)>,
+    /// Audio toward the client, bounded by age: when the client is behind, the oldest frames
+    /// are dropped (see [`super::client_queue`]).
+    pub audio: ClientAudioTx,
     /// Signalling toward the client (few messages per call).
     pub control: mpsc::UnboundedSender<ToClient>,
+}
+
+/// The sending side of a connection's audio queue.
+pub type ClientAudioTx = AudioTx<(LegId, MediaFrame)>;
+/// The receiving side of a connection's audio queue (the door drains it).
+pub type ClientAudioRx = AudioRx<(LegId, MediaFrame)>;
+
+/// The audio queue toward one client connection of `transport`: frames older than
+/// `rtp.max_delay_ms` are dropped (oldest first) and counted. `measure` when this queue feeds
+/// the socket directly (it then sets the client-delay gauge).
+pub fn client_audio_queue(
+    config: &Config,
+    transport: &'static str,
+    measure: bool,
+) -> (ClientAudioTx, ClientAudioRx) {
+    let bound = Duration::from_millis(config.rtp.max_delay_ms);
+    let ptime = Duration::from_millis(u64::from(config.rtp.ptime_ms));
+    client_queue::channel(
+        bound,
+        client_queue::capacity_for(bound, ptime),
+        transport,
+        measure,
+    )
 }
 
 /// A signalling message for one client leg, with the call it concerns (so a session can answer,
@@ -610,8 +635,14 @@ impl CallTask {
                         }
                     }
                     Output::Dropped(reason) => {
-                        metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => reason)
-                            .increment(1);
+                        if reason == m::drop_reason::LATE {
+                            // The pacer's bound toward SIP.
+                            metrics::counter!(m::PACKETS_DROPPED_TOTAL, m::label::REASON => reason, m::label::LEG => m::leg::RTP)
+                                .increment(1);
+                        } else {
+                            metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => reason)
+                                .increment(1);
+                        }
                     }
                     Output::Forwarded { toward_sip, bytes } => {
                         if toward_sip {
@@ -729,10 +760,9 @@ impl CallTask {
             seen.push(sink);
             match &cmd {
                 ClientCommand::Audio(frame) => {
-                    if sink.audio.try_send((*leg, frame.clone())).is_err() {
-                        metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "client_behind")
-                            .increment(1);
-                    }
+                    // A full or stale queue drops its oldest frames itself (counted there); a
+                    // closed one means the connection is going away.
+                    let _ = sink.audio.send((*leg, frame.clone()));
                 }
                 other => {
                     let _ = sink.control.send(ToClient {

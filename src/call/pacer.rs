@@ -4,7 +4,13 @@
 //! time; each frame is due at `anchor + (ts - anchor_ts)`. A frame more than `max_delay` past
 //! due is dropped (counted) rather than sent late, so a 3-second stall costs 3 seconds of audio,
 //! not 3 seconds of permanent delay. If even the newest frame is that late (the client's clock
-//! runs slow, or it paused), the anchor moves to it instead of dropping everything.
+//! runs slow, or it paused), the anchor moves to it instead of dropping everything. A frame
+//! that arrives more than `max_delay` *before* it is due means the anchor is behind the
+//! client (typically: the first frame of a post-stall burst arrived alone and re-anchored the
+//! timeline 3 s late, and now the fresher frames of the burst follow): the anchor moves to that
+//! frame, so the freshest audio goes out now and the stale backlog is dropped. What lead is
+//! left (frames arriving a little before they are due, every one of them for
+//! [`LEAD_WINDOW`]) is then taken out too, so no part of a stall stays as delay.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -19,6 +25,9 @@ pub enum Paced {
     DroppedQueueFull,
 }
 
+/// How long every frame must arrive early before the timeline is moved earlier.
+pub const LEAD_WINDOW: Duration = Duration::from_millis(500);
+
 #[derive(Debug)]
 pub struct Pacer {
     queue: VecDeque<(MediaFrame, Instant)>,
@@ -27,6 +36,9 @@ pub struct Pacer {
     max_delay: Duration,
     capacity: usize,
     reanchors: u64,
+    /// Smallest lead seen since `lead_since`.
+    lead_min: Duration,
+    lead_since: Option<Instant>,
 }
 
 impl Pacer {
@@ -39,6 +51,8 @@ impl Pacer {
             max_delay,
             capacity: capacity.max(1),
             reanchors: 0,
+            lead_min: Duration::MAX,
+            lead_since: None,
         }
     }
 
@@ -67,6 +81,22 @@ impl Pacer {
             self.anchor = Some((now, frame.timestamp));
             self.reanchors += 1;
             due = now;
+        } else if due > now + self.max_delay {
+            // Fresher than our timeline allows: pull the timeline forward to this frame and
+            // re-time what is queued (older frames become overdue and are dropped by `poll`).
+            let anchor = (now, frame.timestamp);
+            self.anchor = Some(anchor);
+            self.reanchors += 1;
+            for i in 0..self.queue.len() {
+                let ts = self.queue.get(i).map(|(f, _)| f.timestamp);
+                if let Some(ts) = ts {
+                    let d = self.due(anchor, ts);
+                    if let Some((_, due)) = self.queue.get_mut(i) {
+                        *due = d;
+                    }
+                }
+            }
+            due = now;
         }
         let dropped = if self.queue.len() >= self.capacity {
             self.queue.pop_front();
@@ -75,7 +105,37 @@ impl Pacer {
             None
         };
         self.queue.push_back((frame, due));
+        self.track_lead(now, due);
         dropped
+    }
+
+    /// Moves the timeline earlier by the smallest lead (due − arrival) seen over a whole
+    /// [`LEAD_WINDOW`], when every frame in it arrived before it was due: the client's audio
+    /// reaches us sooner than our anchor assumes (a re-anchor in the middle of a burst), so
+    /// holding it back would only add delay.
+    fn track_lead(&mut self, now: Instant, due: Instant) {
+        let lead = due.saturating_duration_since(now);
+        let Some(since) = self.lead_since else {
+            self.lead_since = Some(now);
+            self.lead_min = lead;
+            return;
+        };
+        self.lead_min = self.lead_min.min(lead);
+        if now.saturating_duration_since(since) < LEAD_WINDOW {
+            return;
+        }
+        let shift = self.lead_min;
+        self.lead_since = Some(now);
+        self.lead_min = Duration::MAX;
+        if shift.is_zero() {
+            return;
+        }
+        if let Some((at, _)) = self.anchor.as_mut() {
+            *at = at.checked_sub(shift).unwrap_or(*at);
+        }
+        for (_, d) in self.queue.iter_mut() {
+            *d = d.checked_sub(shift).unwrap_or(*d);
+        }
     }
 
     /// Next instant a frame becomes due.
@@ -189,6 +249,48 @@ mod tests {
         assert_eq!(sent.len() + late, 150);
         // What remains to send is never more than 200 ms behind.
         assert!(sent.iter().all(|ts| *ts >= (150 - 11) * 160), "{sent:?}");
+    }
+
+    #[test]
+    fn a_burst_whose_first_frame_arrives_alone_does_not_keep_the_stall_as_delay() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(8000, Duration::from_millis(200), 1000);
+        p.push(t0, frame(0));
+        assert_eq!(drain(&mut p, t0).0, vec![0]);
+        // After a 3 s stall the first frame of the backlog arrives (and is polled) alone…
+        let now = t0 + Duration::from_secs(3);
+        p.push(now, frame(160));
+        let (first, _) = drain(&mut p, now);
+        assert_eq!(first, vec![160], "re-anchored on the lone stale frame");
+        // …then the rest of the burst, up to the frame spoken just now.
+        let at = now + Duration::from_millis(2);
+        for i in 2..=150 {
+            p.push(at, frame(i * 160));
+        }
+        let (sent, late) = drain(&mut p, at);
+        // The anchor moved in steps of the bound: what was more than the bound behind the
+        // step it ended on is dropped.
+        assert!(late >= 125, "late {late}");
+        assert!(sent.iter().all(|ts| *ts >= (150 - 22) * 160), "{sent:?}");
+        // What is left is due within the bound: the freshest frames of the burst.
+        let soon = at + Duration::from_millis(200);
+        assert!(p.poll_timeout().is_some_and(|t| t <= soon));
+        // Frames keep arriving in real time (each spoken 2 ms before it arrives); within a
+        // second the lead left from the burst is gone and each goes out as it arrives.
+        let mut worst_after_1s = Duration::ZERO;
+        for k in 1..=75u32 {
+            let t = at + Duration::from_millis(20) * k;
+            p.push(t, frame((150 + k) * 160));
+            let due = p.poll_timeout().unwrap_or(t);
+            if k > 50 {
+                worst_after_1s = worst_after_1s.max(due.saturating_duration_since(t));
+            }
+            drain(&mut p, t);
+        }
+        assert!(
+            worst_after_1s <= Duration::from_millis(5),
+            "{worst_after_1s:?}"
+        );
     }
 
     #[test]

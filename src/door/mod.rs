@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn, Instrument};
 
+use crate::call::client_queue::AudioRx;
 use crate::ops::metrics as m;
 use crate::relay::Shared;
 
@@ -44,6 +45,7 @@ pub async fn accept_loop<F, Fut>(
                     metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => transport, "reason" => "connection_cap").increment(1);
                     continue;
                 };
+                set_send_buffer(&stream, shared.config.limits.client_send_buffer_bytes);
                 let span = tracing::info_span!("conn", transport, %peer);
                 let work = handle(stream, shared.clone(), peer);
                 tokio::spawn(async move {
@@ -59,8 +61,28 @@ pub async fn accept_loop<F, Fut>(
     }
 }
 
+/// Shrinks the kernel's send buffer of a client socket to `bytes` (0 leaves the default), so a
+/// stalled link blocks our writer early and the audio queue's age bound applies instead of
+/// megabytes of hidden backlog.
+pub fn set_send_buffer(stream: &TcpStream, bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    if let Err(e) = socket2::SockRef::from(stream).set_send_buffer_size(bytes) {
+        debug!(error = %e, "could not set SO_SNDBUF on a client socket");
+    }
+}
+
 /// Receives from an optional channel; pending forever when there is none (for `select!`).
 pub async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// [`recv_opt`] for a client audio queue.
+pub async fn recv_audio<T>(rx: &mut Option<AudioRx<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

@@ -14,8 +14,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use super::{recv_opt, recv_opt_unbounded};
-use crate::call::driver::{new_leg_id, CallRef, ClientSink, LegId, ToClient};
+use super::{recv_audio, recv_opt_unbounded};
+use crate::call::driver::{
+    client_audio_queue, new_leg_id, CallRef, ClientAudioRx, ClientAudioTx, ClientSink, LegId,
+    ToClient,
+};
 use crate::call::ClientCommand;
 use crate::media::{Codec, MediaFrame};
 use crate::ops::metrics as m;
@@ -73,9 +76,9 @@ struct Connection {
     /// when that call ends).
     streams: HashMap<u32, Attachment>,
     play_streams: Vec<(u32, String)>,
-    sink_audio: mpsc::Sender<(LegId, MediaFrame)>,
+    sink_audio: ClientAudioTx,
     sink_control: mpsc::UnboundedSender<ToClient>,
-    audio_rx: Option<mpsc::Receiver<(LegId, MediaFrame)>>,
+    audio_rx: Option<ClientAudioRx>,
     control_rx: Option<mpsc::UnboundedReceiver<ToClient>>,
     /// Inbound calls offered to this connection (leg → call), while signed in as a user.
     offered: HashMap<LegId, CallRef>,
@@ -86,7 +89,7 @@ struct Connection {
 
 impl Connection {
     fn new(shared: Shared, peer: SocketAddr) -> Connection {
-        let (sink_audio, audio_rx) = mpsc::channel(64);
+        let (sink_audio, audio_rx) = client_audio_queue(&shared.config, TRANSPORT, true);
         let (sink_control, control_rx) = mpsc::unbounded_channel();
         Connection {
             shared,
@@ -172,7 +175,7 @@ impl Connection {
                             return;
                         }
                     },
-                    Some((_, frame)) = recv_opt(&mut audio_rx) => self.play_audio(&mut session, frame),
+                    Some((_, frame)) = recv_audio(&mut audio_rx) => self.play_audio(&mut session, frame),
                     Some(msg) = recv_opt_unbounded(&mut control_rx) => self.on_call_command(&mut session, msg),
                     _ = tokio::time::sleep_until(wake.into()) => {
                         let now = Instant::now();

@@ -19,8 +19,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::call::driver::{new_leg_id, CallRef, ClientSink, LegId, ToClient};
+use crate::call::client_queue::{self, AudioRx, AudioTx};
+use crate::call::driver::{client_audio_queue, new_leg_id, CallRef, ClientSink, ToClient};
 use crate::call::ClientCommand;
+use crate::config::Config;
 use crate::media::MediaFrame;
 use crate::ops::metrics as m;
 use crate::relay::Shared;
@@ -31,8 +33,6 @@ use skybridge_codecs::websocket::parse_http_request_head;
 const TRANSPORT: &str = "rfc4571";
 /// Largest `POST /v1/calls` body.
 const MAX_BODY: usize = 4096;
-/// Frames queued toward a client before the newest are dropped (20 ms each).
-const CLIENT_QUEUE: usize = 16;
 
 /// What a binding carries from the API request to the connections that bind it.
 #[derive(Debug)]
@@ -42,7 +42,7 @@ pub struct CallSlot {
     identity: Identity,
     route: Route,
     /// The receive-only connection, once attached: audio toward the client goes there.
-    receiver: Mutex<Option<mpsc::Sender<Bytes>>>,
+    receiver: Mutex<Option<AudioTx<Bytes>>>,
     /// The call, once the tunnel bound.
     call: Mutex<Option<CallRef>>,
     /// Turns true when the tunnel connection is gone (the receiver stops then too).
@@ -174,7 +174,9 @@ where
     };
 
     // The call.
-    let (sink_audio, mut audio_rx) = mpsc::channel::<(LegId, MediaFrame)>(64);
+    // Drained at once by this loop (it never waits on the socket); the bound that matters is
+    // on `out` below, right before the socket.
+    let (sink_audio, mut audio_rx) = client_audio_queue(&shared.config, TRANSPORT, false);
     let (sink_control, mut control_rx) = mpsc::unbounded_channel::<ToClient>();
     let leg = new_leg_id();
     let sink = ClientSink {
@@ -194,7 +196,7 @@ where
     *lock(&slot.call) = Some(call.clone());
     lock(&shared.tunnels.active).insert(id, Arc::clone(&slot));
 
-    let (out_tx, out_rx) = mpsc::channel::<Bytes>(CLIENT_QUEUE);
+    let (out_tx, out_rx) = framed_queue(&shared.config);
     let writer = tokio::spawn(write_frames(wr, out_rx));
     let mut conn = Connection {
         slot: Arc::clone(&slot),
@@ -256,8 +258,21 @@ where
     writer.abort();
 }
 
+/// A queue of framed packets toward one tunnel or receive connection: frames that waited more
+/// than `rtp.max_delay_ms` for a stalled socket are dropped, oldest first, and counted.
+fn framed_queue(config: &Config) -> (AudioTx<Bytes>, AudioRx<Bytes>) {
+    let bound = Duration::from_millis(config.rtp.max_delay_ms);
+    let ptime = Duration::from_millis(u64::from(config.rtp.ptime_ms));
+    client_queue::channel(
+        bound,
+        client_queue::capacity_for(bound, ptime),
+        TRANSPORT,
+        true,
+    )
+}
+
 /// Writes queued frames to the client until the queue closes or the socket fails.
-async fn write_frames<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Bytes>) {
+async fn write_frames<W: AsyncWrite + Unpin>(mut wr: W, mut rx: AudioRx<Bytes>) {
     while let Some(frame) = rx.recv().await {
         if wr.write_all(&frame).await.is_err() {
             return;
@@ -272,7 +287,7 @@ async fn write_frames<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<B
 struct Connection {
     slot: Arc<CallSlot>,
     call: CallRef,
-    out: mpsc::Sender<Bytes>,
+    out: AudioTx<Bytes>,
     writer: PacketWriter,
     outbuf: BytesMut,
 }
@@ -305,7 +320,8 @@ impl Connection {
     }
 
     /// Frames `frame` toward the client: on the receive connection when one is attached,
-    /// otherwise back on the tunnel. A full queue drops the frame (the client is behind).
+    /// otherwise back on the tunnel. A client that is behind loses the oldest frames (see
+    /// [`framed_queue`]).
     fn audio_out(&mut self, frame: &MediaFrame) {
         if self.outbuf.capacity() < 512 {
             self.outbuf.reserve(8 * 1024);
@@ -316,14 +332,13 @@ impl Connection {
         let bytes = self.outbuf.split().freeze();
         let sent = {
             let mut receiver = lock(&self.slot.receiver);
-            match receiver.as_ref().map(|tx| tx.try_send(bytes.clone())) {
-                Some(Ok(())) => true,
-                Some(Err(mpsc::error::TrySendError::Full(_))) => false,
-                Some(Err(mpsc::error::TrySendError::Closed(_))) => {
+            match receiver.as_ref().map(|tx| tx.send(bytes.clone())) {
+                Some(true) => true,
+                Some(false) => {
                     *receiver = None;
-                    self.out.try_send(bytes).is_ok()
+                    self.out.send(bytes)
                 }
-                None => self.out.try_send(bytes).is_ok(),
+                None => self.out.send(bytes),
             }
         };
         if sent {
@@ -591,7 +606,7 @@ where
             .await;
         }
     };
-    let (tx, mut rx) = mpsc::channel::<Bytes>(CLIENT_QUEUE);
+    let (tx, mut rx) = framed_queue(&shared.config);
     *lock(&slot.receiver) = Some(tx);
     let mut ended = slot.ended.subscribe();
     info!(%peer, call = slot.id, "tunnel receive connection attached");

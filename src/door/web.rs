@@ -11,8 +11,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use super::{recv_opt, recv_opt_unbounded};
-use crate::call::driver::{new_leg_id, CallRef, ClientSink, LegId, ToClient};
+use super::{recv_audio, recv_opt_unbounded};
+use crate::call::driver::{
+    client_audio_queue, new_leg_id, CallRef, ClientAudioRx, ClientAudioTx, ClientSink, LegId,
+    ToClient,
+};
 use crate::call::ClientCommand;
 use crate::media::{Codec, MediaFrame};
 use crate::ops::metrics as m;
@@ -165,15 +168,15 @@ struct WsConnection {
     calls: HashMap<CallId, WsCall>,
     by_leg: HashMap<LegId, CallId>,
     next_call: CallId,
-    sink_audio: mpsc::Sender<(LegId, MediaFrame)>,
+    sink_audio: ClientAudioTx,
     sink_control: mpsc::UnboundedSender<ToClient>,
-    audio_rx: Option<mpsc::Receiver<(LegId, MediaFrame)>>,
+    audio_rx: Option<ClientAudioRx>,
     control_rx: Option<mpsc::UnboundedReceiver<ToClient>>,
 }
 
 impl WsConnection {
     fn new(shared: Shared, peer: SocketAddr) -> WsConnection {
-        let (sink_audio, audio_rx) = mpsc::channel(64);
+        let (sink_audio, audio_rx) = client_audio_queue(&shared.config, TRANSPORT, true);
         let (sink_control, control_rx) = mpsc::unbounded_channel();
         WsConnection {
             shared,
@@ -240,7 +243,7 @@ impl WsConnection {
                             continue;
                         }
                     },
-                    Some((leg, frame)) = recv_opt(&mut audio_rx) => self.play_audio(&mut session, leg, frame),
+                    Some((leg, frame)) = recv_audio(&mut audio_rx) => self.play_audio(&mut session, leg, frame),
                     Some(msg) = recv_opt_unbounded(&mut control_rx) => self.on_call_message(&mut session, msg),
                     _ = crate::sip_endpoint::sleep_until_opt(wake) => {
                         if let Err(e) = session.handle_timeout(Instant::now()) {

@@ -35,14 +35,20 @@ pub const SIP_DROPPED_TOTAL: &str = "skybridge_sip_dropped_total";
 pub const PACKETS_TOTAL: &str = "skybridge_packets_total";
 /// Media bytes relayed (payload plus the leg's packet header). Labels: `leg`, `direction`.
 pub const BYTES_TOTAL: &str = "skybridge_bytes_total";
-/// Media packets discarded. Labels: `reason` (see [`drop_reason`]).
+/// Media packets discarded. Labels: `reason` (see [`drop_reason`]); late and queue-full drops
+/// also carry `leg`: [`leg::RTP`] for the pacer toward SIP, the client's transport for the
+/// queue toward a client.
 pub const PACKETS_DROPPED_TOTAL: &str = "skybridge_packets_dropped_total";
+/// Current delay of the client leg (gauge, seconds): how long the audio frame most recently
+/// written toward (or discarded before) a client of this transport waited in skybridge.
+/// Labels: `transport`.
+pub const CLIENT_DELAY_SECONDS: &str = "skybridge_client_delay_seconds";
 
 /// RTP ports allocated from the pool (gauge).
 pub const RTP_PORTS_IN_USE: &str = "skybridge_rtp_ports_in_use";
 
 /// Every metric name, for documentation and tests.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 14] = [
     CLIENT_CONNECTIONS_TOTAL,
     CLIENT_CONNECTIONS_ACTIVE,
     CLIENT_REJECTED_TOTAL,
@@ -55,6 +61,7 @@ pub const ALL: [&str; 13] = [
     PACKETS_TOTAL,
     BYTES_TOTAL,
     PACKETS_DROPPED_TOTAL,
+    CLIENT_DELAY_SECONDS,
     RTP_PORTS_IN_USE,
 ];
 
@@ -72,7 +79,8 @@ pub mod label {
     pub const METHOD: &str = "method";
     /// [`super::direction::IN`] or [`super::direction::OUT`].
     pub const DIRECTION: &str = "direction";
-    /// [`super::leg::RTP`] or [`super::leg::RTMP`].
+    /// [`super::leg::RTP`] or a client transport ([`super::leg::RTMP`], `websocket`,
+    /// `rfc4571`).
     pub const LEG: &str = "leg";
 }
 
@@ -100,7 +108,8 @@ pub mod leg {
 
 /// Common values of the `reason` label of [`PACKETS_DROPPED_TOTAL`].
 pub mod drop_reason {
-    /// Older than `rtp.max_delay_ms` on its way to RTP.
+    /// Older than `rtp.max_delay_ms` on its way to RTP (`leg="rtp"`) or to a client
+    /// (`leg=<transport>`).
     pub const LATE: &str = "late";
     /// A bounded queue was full.
     pub const QUEUE_FULL: &str = "queue_full";
@@ -179,6 +188,11 @@ pub fn describe() {
         "Media packets discarded, by reason."
     );
     describe_gauge!(
+        CLIENT_DELAY_SECONDS,
+        Unit::Seconds,
+        "How long the audio frame most recently written toward (or discarded before) a client waited in skybridge, by transport."
+    );
+    describe_gauge!(
         RTP_PORTS_IN_USE,
         Unit::Count,
         "RTP ports allocated from the pool."
@@ -240,7 +254,8 @@ mod tests {
             .increment(1);
         metrics::counter!(BYTES_TOTAL, label::LEG => leg::RTP, label::DIRECTION => direction::IN)
             .increment(172);
-        metrics::counter!(PACKETS_DROPPED_TOTAL, label::REASON => drop_reason::LATE).increment(1);
+        metrics::counter!(PACKETS_DROPPED_TOTAL, label::REASON => drop_reason::LATE, label::LEG => leg::RTP).increment(1);
+        metrics::gauge!(CLIENT_DELAY_SECONDS, label::TRANSPORT => "websocket").set(0.02);
         metrics::gauge!(RTP_PORTS_IN_USE).set(2.0);
     }
 

@@ -18,4 +18,5 @@ pub mod scenario;
 pub mod sipp;
 pub mod skybridge;
 pub mod tlsutil;
+pub mod uas;
 pub mod ws_client;
