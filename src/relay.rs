@@ -53,6 +53,8 @@ pub struct Shared {
     pub tls: Option<Arc<TlsState>>,
     /// The operations server's state, for `/metrics`, `/healthz`, `/readyz` on the shared port.
     pub ops: Option<HttpState>,
+    /// Client connections held, per IP and in all, across every listener.
+    pub connections: door::ConnectionLimits,
 }
 
 fn invalid_input(e: impl ToString) -> std::io::Error {
@@ -135,6 +137,10 @@ impl Relay {
             ),
             tls: tls.clone(),
             ops,
+            connections: door::ConnectionLimits::new(
+                config.limits.max_connections_per_ip,
+                config.limits.max_connections,
+            ),
         };
         let (stop, stop_rx) = watch::channel(false);
         let mut door_tasks = Vec::new();

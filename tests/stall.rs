@@ -281,53 +281,45 @@ fn a_three_second_stall_of_the_client_link_leaves_the_delay_within_the_bound_bot
         "SIP → client: only {} of {want2} frames after recovery\n{context}",
         after2.len()
     );
-    // Toward SIP the client's own TCP decides when its backlog gets through after the thaw
-    // (on this loopback proxy its retransmission backoff can take a second or two): the link
-    // has recovered once a frame spoken after the thaw reaches the UAS within the bound. From
-    // one second after that, every frame must stay within the bound — skybridge keeps none of
-    // the stall as delay.
-    let thawed = thaw - t0_client;
-    let recovered = received
-        .iter()
-        .filter(|(at, i)| {
-            PTIME * *i >= thawed
-                && at
-                    .saturating_duration_since(t0_client + PTIME * *i)
-                    .as_secs_f64()
-                    * 1000.0
-                    <= within
-        })
-        .map(|(at, _)| *at)
-        .min()
-        .unwrap_or_else(|| panic!("client → SIP: no prompt frame after the thaw\n{context}"));
-    let from = recovered.saturating_duration_since(t0_client) + Duration::from_secs(1);
-    let after_rec = delays(t0_client, &received, from, last);
-    let (a_med, a_max) = median_max(&after_rec);
-    let want = spoken_in(from, last);
-    eprintln!(
-        "[measure] client → SIP: the client link delivered promptly again {:.0} ms after the thaw; from 1 s later: median {a_med:.0} ms max {a_max:.0} ms ({} of {want} frames)",
-        recovered.saturating_duration_since(thaw).as_secs_f64() * 1000.0,
-        after_rec.len()
-    );
-    assert!(
-        want >= 50,
-        "client → SIP: the link took too long to recover ({from:?})\n{context}"
+    // Toward SIP: from one second after the thaw every frame arrives within the bound (plus
+    // slack), and nearly all of them arrive — skybridge keeps none of the stall as delay.
+    let (a_med, a_max) = median_max(&after);
+    let want = spoken_in(
+        thaw.saturating_duration_since(t0_client) + Duration::from_secs(1),
+        last,
     );
     assert!(
         a_max <= within,
-        "client → SIP: after recovery a frame took {a_max:.0} ms\n{context}"
+        "client → SIP: after recovery a frame took {a_max:.0} ms (median {a_med:.0})\n{context}"
     );
     assert!(
-        after_rec.len() * 10 >= want * 9,
+        after.len() * 10 >= want * 9,
         "client → SIP: only {} of {want} frames after recovery\n{context}",
-        after_rec.len()
+        after.len()
     );
-    let _ = (&after, &during, stall_frames);
-    // The frames spoken during the stall toward the client were mostly dropped by the send
-    // queue (not delivered 3 s late) and counted; what did arrive late had been written into
-    // the kernel's and the proxy's buffers before the stall was felt.
+    // The backlog the client's TCP delivered in a burst at the thaw was paced against the
+    // call's timeline: what was older than the bound was dropped (counted), and what went out
+    // was within the bound.
+    let (_, d_max) = median_max(&during);
     assert!(
-        during2.len() * 10 <= stall_frames2 * 7,
+        during.len() * 5 <= stall_frames,
+        "client → SIP: {} of {stall_frames} stalled frames still delivered\n{context}",
+        during.len()
+    );
+    assert!(
+        d_max <= within,
+        "client → SIP: a stalled frame went out {d_max:.0} ms late\n{context}"
+    );
+    assert!(
+        late_rtp * 2.0 >= stall_frames as f64,
+        "pacer late drops {late_rtp} for {stall_frames} stalled frames\n{context}"
+    );
+    // The frames spoken during the stall toward the client were mostly dropped by the send
+    // queue (not delivered 3 s late) and counted; what did arrive late had left skybridge
+    // before the stall was felt and sat in the network — here the proxy's 8 KiB receive
+    // buffer, ~47 frames; skybridge's own socket holds at most TCP_NOTSENT_LOWAT unsent.
+    assert!(
+        during2.len() * 10 <= stall_frames2 * 4,
         "SIP → client: {} of {stall_frames2} stalled frames still delivered\n{context}",
         during2.len()
     );
@@ -335,8 +327,6 @@ fn a_three_second_stall_of_the_client_link_leaves_the_delay_within_the_bound_bot
         late_client * 4.0 >= stall_frames2 as f64,
         "client queue late drops {late_client}\n{context}"
     );
-    // Toward SIP the pacer counted what it dropped late.
-    assert!(late_rtp >= 1.0, "pacer late drops {late_rtp}\n{context}");
     drop(sock);
     drop(proxy);
 }

@@ -584,7 +584,8 @@ fn a_long_frame_starting_like_rtmp_binds_its_tunnel_on_the_shared_port() {
     while packets < 20 && Instant::now() < end {
         s.write_all(&frame(seq)).unwrap();
         seq = seq.wrapping_add(1);
-        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         match s.read(&mut buf) {
             Ok(0) => panic!("the shared port closed the tunnel\n{}", sb.tails()),
             Ok(n) => inbox.extend_from_slice(&buf[..n]),

@@ -3,14 +3,22 @@
 //! Frames are queued with their media timestamp. The first frame anchors media time to wall
 //! time; each frame is due at `anchor + (ts - anchor_ts)`. A frame more than `max_delay` past
 //! due is dropped (counted) rather than sent late, so a 3-second stall costs 3 seconds of audio,
-//! not 3 seconds of permanent delay. If even the newest frame is that late (the client's clock
-//! runs slow, or it paused), the anchor moves to it instead of dropping everything. A frame
-//! that arrives more than `max_delay` *before* it is due means the anchor is behind the
-//! client (typically: the first frame of a post-stall burst arrived alone and re-anchored the
-//! timeline 3 s late, and now the fresher frames of the burst follow): the anchor moves to that
-//! frame, so the freshest audio goes out now and the stale backlog is dropped. What lead is
-//! left (frames arriving a little before they are due, every one of them for
-//! [`LEAD_WINDOW`]) is then taken out too, so no part of a stall stays as delay.
+//! not 3 seconds of permanent delay — however the backlog arrives after the stall (at once, or
+//! trickling in faster than real time over seconds): the anchor is what says how old a frame
+//! is, so it is not moved by late frames alone.
+//!
+//! The anchor moves in three cases:
+//! - **fresher than the timeline**: a frame arriving more than `max_delay` *before* it is due
+//!   (the client's clock runs fast, or it restarted ahead): the anchor moves to it and older
+//!   queued frames become overdue;
+//! - **steady lag**: every frame for [`LEAD_WINDOW`] arrived more than `max_delay / 2` late,
+//!   all by about the same amount (spread ≤ `max_delay / 2`): the client's timeline is behind
+//!   ours (it paused and resumed with contiguous timestamps, or its clock runs slow), not
+//!   catching up after a stall, so the anchor moves later by the smallest lag seen. A backlog
+//!   draining after a stall arrives faster than real time, its lag shrinking frame by frame,
+//!   and never looks steady;
+//! - **steady lead**: every frame for [`LEAD_WINDOW`] arrived before it was due: the anchor
+//!   moves earlier by the smallest lead, so no waiting is added.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -39,6 +47,16 @@ pub struct Pacer {
     /// Smallest lead seen since `lead_since`.
     lead_min: Duration,
     lead_since: Option<Instant>,
+    /// The current run of frames that arrived more than `max_delay / 2` late.
+    lag_run: Option<LagRun>,
+}
+
+/// Frames arriving late since `since`, with the smallest and largest lag among them.
+#[derive(Debug, Clone, Copy)]
+struct LagRun {
+    since: Instant,
+    min: Duration,
+    max: Duration,
 }
 
 impl Pacer {
@@ -53,6 +71,7 @@ impl Pacer {
             reanchors: 0,
             lead_min: Duration::MAX,
             lead_since: None,
+            lag_run: None,
         }
     }
 
@@ -98,6 +117,7 @@ impl Pacer {
             }
             due = now;
         }
+        due = self.track_lag(now, due);
         let dropped = if self.queue.len() >= self.capacity {
             self.queue.pop_front();
             Some(Paced::DroppedQueueFull)
@@ -107,6 +127,47 @@ impl Pacer {
         self.queue.push_back((frame, due));
         self.track_lead(now, due);
         dropped
+    }
+
+    /// Watches for a steady lag (see the module doc) and moves the timeline later when one has
+    /// lasted [`LEAD_WINDOW`]. Returns the (possibly re-timed) due instant of the new frame.
+    fn track_lag(&mut self, now: Instant, due: Instant) -> Instant {
+        let lag = now.saturating_duration_since(due);
+        if lag <= self.max_delay / 2 {
+            self.lag_run = None;
+            return due;
+        }
+        let run = self.lag_run.get_or_insert(LagRun {
+            since: now,
+            min: lag,
+            max: lag,
+        });
+        run.min = run.min.min(lag);
+        run.max = run.max.max(lag);
+        let run = *run;
+        if now.saturating_duration_since(run.since) < LEAD_WINDOW
+            || run.max - run.min > self.max_delay / 2
+        {
+            if run.max - run.min > self.max_delay / 2 {
+                // Catching up (a backlog draining): start watching afresh from this frame.
+                self.lag_run = Some(LagRun {
+                    since: now,
+                    min: lag,
+                    max: lag,
+                });
+            }
+            return due;
+        }
+        self.lag_run = None;
+        self.reanchors += 1;
+        let shift = run.min;
+        if let Some((at, _)) = self.anchor.as_mut() {
+            *at += shift;
+        }
+        for (_, d) in self.queue.iter_mut() {
+            *d += shift;
+        }
+        due + shift
     }
 
     /// Moves the timeline earlier by the smallest lead (due − arrival) seen over a whole
@@ -145,19 +206,6 @@ impl Pacer {
 
     /// Frames to send or drop at `now`, oldest first.
     pub fn poll(&mut self, now: Instant) -> Option<Paced> {
-        let newest_due = self.queue.back().map(|(_, due)| *due)?;
-        if newest_due + self.max_delay < now {
-            // Everything queued is stale: the client's timeline fell behind ours. Move the
-            // anchor so the newest frame is due now and the older ones keep their spacing.
-            let shift = now - newest_due;
-            for (_, due) in self.queue.iter_mut() {
-                *due += shift;
-            }
-            if let Some((at, _)) = self.anchor.as_mut() {
-                *at += shift;
-            }
-            self.reanchors += 1;
-        }
         let (_, due) = self.queue.front()?;
         if *due + self.max_delay < now {
             self.queue.pop_front();
@@ -257,56 +305,108 @@ mod tests {
         let mut p = Pacer::new(8000, Duration::from_millis(200), 1000);
         p.push(t0, frame(0));
         assert_eq!(drain(&mut p, t0).0, vec![0]);
-        // After a 3 s stall the first frame of the backlog arrives (and is polled) alone…
+        // After a 3 s stall the first frame of the backlog arrives (and is polled) alone: it
+        // is 3 s late by the anchor, so it is dropped, not taken as a new timeline…
         let now = t0 + Duration::from_secs(3);
         p.push(now, frame(160));
-        let (first, _) = drain(&mut p, now);
-        assert_eq!(first, vec![160], "re-anchored on the lone stale frame");
+        assert_eq!(drain(&mut p, now), (vec![], 1));
         // …then the rest of the burst, up to the frame spoken just now.
         let at = now + Duration::from_millis(2);
         for i in 2..=150 {
             p.push(at, frame(i * 160));
         }
         let (sent, late) = drain(&mut p, at);
-        // The anchor moved in steps of the bound: what was more than the bound behind the
-        // step it ended on is dropped.
-        assert!(late >= 125, "late {late}");
-        assert!(sent.iter().all(|ts| *ts >= (150 - 22) * 160), "{sent:?}");
-        // What is left is due within the bound: the freshest frames of the burst.
-        let soon = at + Duration::from_millis(200);
-        assert!(p.poll_timeout().is_some_and(|t| t <= soon));
-        // Frames keep arriving in real time (each spoken 2 ms before it arrives); within a
-        // second the lead left from the burst is gone and each goes out as it arrives.
-        let mut worst_after_1s = Duration::ZERO;
+        // Only what was spoken within the bound of now goes out.
+        assert_eq!(sent.len() + late, 149);
+        assert!(late >= 138, "late {late}");
+        assert!(sent.iter().all(|ts| *ts >= (150 - 11) * 160), "{sent:?}");
+        assert_eq!(p.reanchors(), 0);
+        // Frames keep arriving in real time: each goes out as it arrives.
         for k in 1..=75u32 {
             let t = at + Duration::from_millis(20) * k;
             p.push(t, frame((150 + k) * 160));
-            let due = p.poll_timeout().unwrap_or(t);
-            if k > 50 {
-                worst_after_1s = worst_after_1s.max(due.saturating_duration_since(t));
-            }
-            drain(&mut p, t);
+            assert_eq!(drain(&mut p, t), (vec![(150 + k) * 160], 0), "frame {k}");
         }
-        assert!(
-            worst_after_1s <= Duration::from_millis(5),
-            "{worst_after_1s:?}"
-        );
     }
 
     #[test]
-    fn a_client_clock_that_lags_reanchors_instead_of_dropping_everything() {
+    fn a_backlog_draining_at_twice_real_time_is_still_dropped() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(8000, Duration::from_millis(200), 1000);
+        p.push(t0, frame(0));
+        drain(&mut p, t0);
+        // A 3 s stall, then the backlog arrives at twice real time (one frame every 10 ms)
+        // until it has caught up with the present, then frames arrive in real time.
+        let thaw = t0 + Duration::from_secs(3);
+        let mut i = 1u32;
+        let mut t = thaw;
+        let mut sent_late = Vec::new();
+        for _ in 0..2000 {
+            let spoken = t0 + Duration::from_millis(20) * i;
+            if spoken > t {
+                t = spoken;
+            }
+            p.push(t, frame(i * 160));
+            for ts in drain(&mut p, t).0 {
+                let spoken = t0 + Duration::from_millis(u64::from(ts / 8));
+                sent_late.push(t.saturating_duration_since(spoken));
+            }
+            i += 1;
+            t += Duration::from_millis(10);
+            if i > 500 {
+                break;
+            }
+        }
+        let worst = sent_late.iter().max().copied().unwrap_or_default();
+        assert!(
+            worst <= Duration::from_millis(200),
+            "a frame went out {worst:?} after it was spoken"
+        );
+        assert_eq!(p.reanchors(), 0, "a draining backlog is not a steady lag");
+    }
+
+    #[test]
+    fn a_client_that_paused_and_resumed_with_contiguous_timestamps_is_followed() {
         let t0 = Instant::now();
         let mut p = Pacer::new(8000, Duration::from_millis(200), 100);
         p.push(t0, frame(0));
         drain(&mut p, t0);
-        // The client paused for 2 s without a backlog, then resumed with ts continuing at 160.
-        let now = t0 + Duration::from_secs(2);
-        p.push(now, frame(160));
-        let (sent, late) = drain(&mut p, now);
-        assert_eq!((sent, late), (vec![160], 0));
+        // The client paused for 2 s without a backlog, then resumed in real time with ts
+        // continuing at 160: every frame is 2 s late by the anchor, steadily.
+        let resume = t0 + Duration::from_secs(2);
+        let mut sent = Vec::new();
+        let mut late = 0;
+        for k in 0..50u32 {
+            let t = resume + Duration::from_millis(20) * k;
+            p.push(t, frame((k + 1) * 160));
+            let (s, l) = drain(&mut p, t);
+            sent.extend(s);
+            late += l;
+        }
+        // After one LEAD_WINDOW of steady lag the timeline follows the client; from then on
+        // every frame goes out as it arrives.
         assert_eq!(p.reanchors(), 1);
-        p.push(now + Duration::from_millis(20), frame(320));
-        assert_eq!(drain(&mut p, now + Duration::from_millis(20)).0, vec![320]);
+        assert!((24..=27).contains(&late), "dropped {late} before following");
+        assert_eq!(sent.len() + late, 50);
+        assert_eq!(sent.last(), Some(&(50 * 160)));
+    }
+
+    #[test]
+    fn a_slow_client_clock_is_followed_without_drops() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(8000, Duration::from_millis(200), 100);
+        // The client's clock runs 1 % slow: each 20 ms frame arrives 20.2 ms after the last.
+        let mut late = 0;
+        let mut sent = 0;
+        for k in 0..3000u32 {
+            let t = t0 + Duration::from_micros(20_200) * k;
+            p.push(t, frame(k * 160));
+            let (s, l) = drain(&mut p, t);
+            sent += s.len();
+            late += l;
+        }
+        assert_eq!((sent, late), (3000, 0), "a drifting clock costs no audio");
+        assert!(p.reanchors() >= 1);
     }
 
     #[test]

@@ -32,10 +32,8 @@ pub async fn accept_loop<F, Fut>(
     F: Fn(TcpStream, Shared, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let limits = ConnectionLimits::new(
-        shared.config.limits.max_connections_per_ip,
-        shared.config.limits.max_connections,
-    );
+    // One set of counts for the whole relay: the caps hold across listeners.
+    let limits = shared.connections.clone();
     loop {
         tokio::select! {
             r = listener.accept() => {
@@ -68,10 +66,21 @@ pub fn set_send_buffer(stream: &TcpStream, bytes: usize) {
     if bytes == 0 {
         return;
     }
-    if let Err(e) = socket2::SockRef::from(stream).set_send_buffer_size(bytes) {
+    let sock = socket2::SockRef::from(stream);
+    if let Err(e) = sock.set_send_buffer_size(bytes) {
         debug!(error = %e, "could not set SO_SNDBUF on a client socket");
     }
+    // Writes wait while more than this much is queued but not yet sent, so a stalled link
+    // backs up into the age-bounded audio queue, not into the kernel.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = sock.set_tcp_notsent_lowat(NOTSENT_LOWAT) {
+        debug!(error = %e, "could not set TCP_NOTSENT_LOWAT on a client socket");
+    }
 }
+
+/// Unsent bytes a client socket may hold before writes wait (`TCP_NOTSENT_LOWAT`): a few
+/// audio frames of any transport.
+pub const NOTSENT_LOWAT: u32 = 1024;
 
 /// Receives from an optional channel; pending forever when there is none (for `select!`).
 pub async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
@@ -101,8 +110,14 @@ pub async fn recv_opt_unbounded<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) 
 /// dropped.
 #[derive(Clone, Debug)]
 pub struct ConnectionLimits {
-    inner: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    inner: Arc<Mutex<Counts>>,
     per_ip: usize,
+    total: usize,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    per_ip: HashMap<IpAddr, usize>,
     total: usize,
 }
 
@@ -114,9 +129,11 @@ pub struct ConnectionSlot {
 }
 
 impl ConnectionLimits {
+    /// At most `per_ip` connections from one address and `total` in all, across every
+    /// listener that shares this value.
     pub fn new(per_ip: usize, total: usize) -> ConnectionLimits {
         ConnectionLimits {
-            inner: Arc::new(Mutex::new(HashMap::new())),
+            inner: Arc::new(Mutex::new(Counts::default())),
             per_ip,
             total,
         }
@@ -124,16 +141,13 @@ impl ConnectionLimits {
 
     /// A slot for a connection from `ip`, or None when a cap is reached.
     pub fn acquire(&self, ip: IpAddr) -> Option<ConnectionSlot> {
-        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let total: usize = map.values().sum();
-        let count = map.entry(ip).or_insert(0);
-        if *count >= self.per_ip || total >= self.total {
-            if *count == 0 {
-                map.remove(&ip);
-            }
+        let mut counts = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let held = counts.per_ip.get(&ip).copied().unwrap_or(0);
+        if held >= self.per_ip || counts.total >= self.total {
             return None;
         }
-        *count += 1;
+        counts.per_ip.insert(ip, held + 1);
+        counts.total += 1;
         Some(ConnectionSlot {
             limits: self.clone(),
             ip,
@@ -143,11 +157,12 @@ impl ConnectionLimits {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let mut map = self.limits.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
+        let mut counts = self.limits.inner.lock().unwrap_or_else(|e| e.into_inner());
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
-                map.remove(&self.ip);
+                counts.per_ip.remove(&self.ip);
             }
         }
     }
@@ -168,6 +183,19 @@ mod tests {
         assert!(limits.acquire(b).is_some());
         drop(s1);
         assert!(limits.acquire(a).is_some());
+    }
+
+    #[test]
+    fn slots_given_back_free_the_total_and_forget_the_address() {
+        let limits = ConnectionLimits::new(2, 2);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let s1 = limits.acquire(a).expect("1");
+        let s2 = limits.acquire(b).expect("2");
+        assert!(limits.acquire(a).is_none(), "total reached");
+        drop((s1, s2));
+        let counts = limits.inner.lock().unwrap();
+        assert_eq!((counts.total, counts.per_ip.len()), (0, 0));
     }
 
     #[test]

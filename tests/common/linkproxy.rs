@@ -46,7 +46,20 @@ impl LinkProxy {
     /// Same, listening on `bind` (e.g. 127.0.0.2:0 to appear as another client address to
     /// whoever sees the proxy's outgoing side: the outgoing socket binds to the same IP).
     pub fn start_on(bind: SocketAddr, target: SocketAddr) -> LinkProxy {
-        let listener = TcpListener::bind(bind).expect("bind link proxy");
+        // Buffers are sized before listen/connect: shrinking a receive buffer after its window
+        // was advertised makes the kernel drop segments, and the sender's retransmission
+        // backoff would then add seconds that have nothing to do with the stall.
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(bind),
+            socket2::Type::STREAM,
+            None,
+        )
+        .expect("link proxy socket");
+        let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+        sock.bind(&bind.into()).expect("bind link proxy");
+        sock.listen(128).expect("listen");
+        let listener: TcpListener = sock.into();
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("proxy addr");
         let state = Arc::new(State {
@@ -61,8 +74,8 @@ impl LinkProxy {
                         let Some(server) = connect_from(addr, target) else {
                             continue;
                         };
+                        let _ = client.set_nonblocking(false);
                         for s in [&client, &server] {
-                            small_buffers(s);
                             let _ = s.set_nodelay(true);
                             let _ = s.set_read_timeout(Some(TICK));
                         }
@@ -131,12 +144,6 @@ fn connect_from(local: SocketAddr, target: SocketAddr) -> Option<TcpStream> {
     sock.connect_timeout(&target.into(), Duration::from_secs(2))
         .ok()?;
     Some(sock.into())
-}
-
-fn small_buffers(s: &TcpStream) {
-    let sock = socket2::SockRef::from(s);
-    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
 }
 
 /// Copies `from` → `to` while the mode allows; ends (shutting down `to`'s write side) when
