@@ -16,6 +16,9 @@ pub const CLIENT_CONNECTIONS_TOTAL: &str = "skybridge_client_connections_total";
 pub const CLIENT_CONNECTIONS_ACTIVE: &str = "skybridge_client_connections_active";
 /// Client connections or requests refused. Labels: `transport`, `reason`.
 pub const CLIENT_REJECTED_TOTAL: &str = "skybridge_client_rejected_total";
+/// Client connections closed because nothing arrived from the peer for `limits.dead_peer_secs`
+/// (its calls are hung up). Labels: `transport`.
+pub const CLIENT_DEAD_PEER_TOTAL: &str = "skybridge_client_dead_peer_total";
 
 /// Calls in progress (gauge).
 pub const CALLS_ACTIVE: &str = "skybridge_calls_active";
@@ -42,10 +45,11 @@ pub const PACKETS_DROPPED_TOTAL: &str = "skybridge_packets_dropped_total";
 pub const RTP_PORTS_IN_USE: &str = "skybridge_rtp_ports_in_use";
 
 /// Every metric name, for documentation and tests.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 14] = [
     CLIENT_CONNECTIONS_TOTAL,
     CLIENT_CONNECTIONS_ACTIVE,
     CLIENT_REJECTED_TOTAL,
+    CLIENT_DEAD_PEER_TOTAL,
     CALLS_ACTIVE,
     CALLS_TOTAL,
     CALL_SETUP_SECONDS,
@@ -136,6 +140,11 @@ pub fn describe() {
         CLIENT_REJECTED_TOTAL,
         Unit::Count,
         "Client connections or requests refused, by transport and reason."
+    );
+    describe_counter!(
+        CLIENT_DEAD_PEER_TOTAL,
+        Unit::Count,
+        "Client connections closed as dead (nothing arrived for limits.dead_peer_secs), by transport."
     );
     describe_gauge!(CALLS_ACTIVE, Unit::Count, "Calls in progress.");
     describe_counter!(
