@@ -74,7 +74,10 @@ fn blackhole_and_expect_bye(
         "{transport}: the call outlived its blackholed client\n{}",
         context()
     );
-    eprintln!("[measure] {transport}: bob's CALL_CLOSED: {:?}", closed.as_ref().map(|e| &e.param));
+    eprintln!(
+        "[measure] {transport}: bob's CALL_CLOSED: {:?}",
+        closed.as_ref().map(|e| &e.param)
+    );
     assert!(
         took >= Duration::from_secs(DEAD_PEER - 1),
         "{transport}: hung up {took:?} after the blackhole: before the dead-peer time\n{}",
@@ -266,7 +269,8 @@ fn tunnel_client_blackholed_mid_call_is_hung_up_after_dead_peer_secs() {
             }
         })
     };
-    rx.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     {
         let (vanished, received) = (vanished.clone(), received.clone());

@@ -251,6 +251,7 @@ mod tests {
             .increment(172);
         metrics::counter!(PACKETS_DROPPED_TOTAL, label::REASON => drop_reason::LATE).increment(1);
         metrics::gauge!(RTP_PORTS_IN_USE).set(2.0);
+        metrics::counter!(CLIENT_DEAD_PEER_TOTAL, label::TRANSPORT => "rtmp").increment(1);
     }
 
     #[test]
