@@ -23,6 +23,8 @@ use skybridge_codecs::signal::{CallId, ClientMessage, HoldBy, ServerMessage};
 use skybridge_codecs::websocket::{parse_http_request_head, WsError};
 
 const TRANSPORT: &str = "websocket";
+/// How long the close frame to a dead peer may take to write before the socket is dropped.
+const DEAD_PEER_CLOSE_WAIT: Duration = Duration::from_millis(500);
 
 /// Accepts connections until `stop` turns true.
 pub async fn serve(listener: TcpListener, shared: Shared, stop: watch::Receiver<bool>) {
@@ -251,9 +253,12 @@ impl WsConnection {
                             if e == WsSessionError::DeadPeer {
                                 let after = self.shared.config.dead_peer();
                                 super::dead_peer(TRANSPORT, self.peer, after, self.calls.len());
-                            } else {
-                                self.protocol_error(&e.to_string(), e.reason());
+                                // The 1001 close is best effort: a dead peer may never take it.
+                                let closing = flush(&mut session, &mut stream);
+                                let _ = tokio::time::timeout(DEAD_PEER_CLOSE_WAIT, closing).await;
+                                return;
                             }
+                            self.protocol_error(&e.to_string(), e.reason());
                             flush(&mut session, &mut stream).await;
                             return;
                         }
