@@ -43,8 +43,9 @@ pub struct RtmpConfig {
     pub max_message_bytes: usize,
     /// Bytes a connection may hold in partially reassembled messages.
     pub max_buffered_bytes: usize,
-    /// Seconds without any input after which a connection is closed.
-    pub idle_timeout_secs: u64,
+    /// Seconds without any input after which a connection is declared dead and closed
+    /// (server pings go out every third of it). Unset: `limits.dead_peer_secs`.
+    pub idle_timeout_secs: Option<u64>,
     /// Listen address for RTMPS (RTMP over TLS, certificate from `[tls]`); empty disables it.
     pub tls_listen: String,
 }
@@ -56,7 +57,7 @@ impl Default for RtmpConfig {
             handshake_timeout_secs: 10,
             max_message_bytes: 256 * 1024,
             max_buffered_bytes: 1024 * 1024,
-            idle_timeout_secs: 30,
+            idle_timeout_secs: None,
             tls_listen: String::new(),
         }
     }
@@ -99,8 +100,9 @@ pub struct TunnelConfig {
     pub bind_window_secs: u64,
     /// Seconds a connection has to send its first packet, and to finish any frame it started.
     pub read_timeout_secs: u64,
-    /// Seconds without any input on a bound tunnel after which it is closed (the call ends).
-    pub idle_timeout_secs: u64,
+    /// Seconds without any input on a bound tunnel after which it is declared dead and closed
+    /// (the call ends). Unset: `limits.dead_peer_secs`.
+    pub idle_timeout_secs: Option<u64>,
     /// Largest RTP/RTCP packet accepted in one frame (bytes).
     pub max_frame_bytes: u16,
     /// Zero-length frames tolerated in a row before the connection is closed.
@@ -113,7 +115,7 @@ impl Default for TunnelConfig {
             listen: "127.0.0.1:4571".into(),
             bind_window_secs: 10,
             read_timeout_secs: 10,
-            idle_timeout_secs: 15,
+            idle_timeout_secs: None,
             max_frame_bytes: 1500,
             max_empty_frames: 16,
         }
@@ -287,6 +289,10 @@ pub struct LimitsConfig {
     /// default). Small, so a stalled client link is felt within a second of audio instead of
     /// megabytes hiding a backlog past `rtp.max_delay_ms`.
     pub client_send_buffer_bytes: usize,
+    /// Seconds after which a client connection from which nothing at all arrived is declared
+    /// dead, closed and its calls hung up (at least 2). RTMP and WebSocket ping every third of
+    /// it; TCP keepalive and `TCP_USER_TIMEOUT` on every client socket are derived from it.
+    pub dead_peer_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -298,6 +304,7 @@ impl Default for LimitsConfig {
             max_calls_per_user: 4,
             drain_timeout_secs: 0,
             client_send_buffer_bytes: 4096,
+            dead_peer_secs: 15,
         }
     }
 }
@@ -404,8 +411,14 @@ impl Config {
         if self.tunnel.read_timeout_secs == 0 {
             return Err(invalid("tunnel.read_timeout_secs", "must be at least 1"));
         }
-        if self.tunnel.idle_timeout_secs == 0 {
-            return Err(invalid("tunnel.idle_timeout_secs", "must be at least 1"));
+        if self.limits.dead_peer_secs < 2 {
+            return Err(invalid("limits.dead_peer_secs", "must be at least 2"));
+        }
+        if self.tunnel.idle_timeout_secs.is_some_and(|s| s < 2) {
+            return Err(invalid("tunnel.idle_timeout_secs", "must be at least 2"));
+        }
+        if self.rtmp.idle_timeout_secs.is_some_and(|s| s < 2) {
+            return Err(invalid("rtmp.idle_timeout_secs", "must be at least 2"));
         }
         if self.tunnel.max_frame_bytes < 12 {
             return Err(invalid(
@@ -630,6 +643,25 @@ impl Config {
     pub fn t1(&self) -> Duration {
         Duration::from_millis(self.sip.t1_ms)
     }
+
+    /// Time without any input after which a client connection is dead (`limits.dead_peer_secs`).
+    pub fn dead_peer(&self) -> Duration {
+        Duration::from_secs(self.limits.dead_peer_secs.max(2))
+    }
+
+    /// [`Config::dead_peer`] for RTMP connections (`rtmp.idle_timeout_secs` overrides it).
+    pub fn rtmp_dead_peer(&self) -> Duration {
+        self.rtmp
+            .idle_timeout_secs
+            .map_or_else(|| self.dead_peer(), |s| Duration::from_secs(s.max(2)))
+    }
+
+    /// [`Config::dead_peer`] for RFC 4571 tunnels (`tunnel.idle_timeout_secs` overrides it).
+    pub fn tunnel_dead_peer(&self) -> Duration {
+        self.tunnel
+            .idle_timeout_secs
+            .map_or_else(|| self.dead_peer(), |s| Duration::from_secs(s.max(2)))
+    }
 }
 
 /// Names the built-in SIP user agent answers.
@@ -677,6 +709,34 @@ mod tests {
         assert!(c.sip.listen.ip().is_loopback());
         assert!(!c.auth.required);
         assert!(c.target_exists("echo") && c.target_exists("tone"));
+    }
+
+    #[test]
+    fn dead_peer_defaults_to_15_s_and_per_transport_overrides_win() {
+        let c = Config::default();
+        assert_eq!(c.dead_peer(), Duration::from_secs(15));
+        assert_eq!(c.rtmp_dead_peer(), Duration::from_secs(15));
+        assert_eq!(c.tunnel_dead_peer(), Duration::from_secs(15));
+        let c = Config::from_toml("[limits]\ndead_peer_secs = 4\n[rtmp]\nidle_timeout_secs = 30\n")
+            .unwrap();
+        assert_eq!(c.dead_peer(), Duration::from_secs(4));
+        assert_eq!(c.rtmp_dead_peer(), Duration::from_secs(30));
+        assert_eq!(c.tunnel_dead_peer(), Duration::from_secs(4));
+    }
+
+    #[test]
+    fn dead_peer_below_2_s_is_refused() {
+        for (text, key) in [
+            ("[limits]\ndead_peer_secs = 1\n", "limits.dead_peer_secs"),
+            (
+                "[tunnel]\nidle_timeout_secs = 0\n",
+                "tunnel.idle_timeout_secs",
+            ),
+            ("[rtmp]\nidle_timeout_secs = 1\n", "rtmp.idle_timeout_secs"),
+        ] {
+            let err = Config::from_toml(text).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 
     #[test]

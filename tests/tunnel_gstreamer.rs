@@ -540,6 +540,15 @@ fn a_bound_tunnel_that_goes_silent_is_closed_at_the_idle_timeout_and_the_call_en
         "the call outlived its tunnel\n{}",
         sb.tails()
     );
+    assert_eq!(
+        sb.metric(
+            "skybridge_client_dead_peer_total",
+            &[("transport", "rfc4571")]
+        ),
+        1.0,
+        "the silent tunnel was not counted as a dead peer\n{}",
+        sb.tails()
+    );
 }
 
 // ------------------------------------------------------------ shared-port disambiguation

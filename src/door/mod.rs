@@ -11,10 +11,11 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::call::client_queue::AudioRx;
 use crate::ops::metrics as m;
@@ -34,6 +35,7 @@ pub async fn accept_loop<F, Fut>(
 {
     // One set of counts for the whole relay: the caps hold across listeners.
     let limits = shared.connections.clone();
+    let dead_peer = shared.config.dead_peer();
     loop {
         tokio::select! {
             r = listener.accept() => {
@@ -44,6 +46,9 @@ pub async fn accept_loop<F, Fut>(
                     continue;
                 };
                 set_send_buffer(&stream, shared.config.limits.client_send_buffer_bytes);
+                if let Err(e) = set_keepalive(&stream, dead_peer) {
+                    debug!(%peer, transport, error = %e, "could not set TCP keepalive");
+                }
                 let span = tracing::info_span!("conn", transport, %peer);
                 let work = handle(stream, shared.clone(), peer);
                 tokio::spawn(async move {
@@ -81,6 +86,43 @@ pub fn set_send_buffer(stream: &TcpStream, bytes: usize) {
 /// Unsent bytes a client socket may hold before writes wait (`TCP_NOTSENT_LOWAT`): a few
 /// audio frames of any transport.
 pub const NOTSENT_LOWAT: u32 = 1024;
+/// Probes TCP keepalive sends before it gives up.
+const KEEPALIVE_PROBES: u32 = 3;
+
+/// TCP keepalive `(idle time, probe interval)` for the dead-peer time `d` (whole seconds, at
+/// least 2): the first probe after `d/3` idle, then [`KEEPALIVE_PROBES`] probes
+/// `(d - d/3)/3` apart, so an idle connection whose peer vanished is dropped after about `d`.
+pub fn keepalive_times(d: Duration) -> (Duration, Duration) {
+    let secs = d.as_secs().max(2);
+    let time = (secs / 3).max(1);
+    let interval = ((secs - time) / u64::from(KEEPALIVE_PROBES)).max(1);
+    (Duration::from_secs(time), Duration::from_secs(interval))
+}
+
+/// Sets TCP keepalive ([`keepalive_times`]) and, on Linux, `TCP_USER_TIMEOUT` = `dead_peer` on an
+/// accepted client socket: data left unacknowledged for `dead_peer` (a link that vanished
+/// while we were sending) makes the kernel drop the connection, whatever the transport's own
+/// timers are doing. Called for every accepted client connection (plain, TLS, shared port).
+pub fn set_keepalive(stream: &TcpStream, dead_peer: Duration) -> std::io::Result<()> {
+    let (time, interval) = keepalive_times(dead_peer);
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(time)
+        .with_interval(interval);
+    #[cfg(not(any(target_os = "windows", target_os = "openbsd", target_os = "redox")))]
+    let ka = ka.with_retries(KEEPALIVE_PROBES);
+    let sock = socket2::SockRef::from(stream);
+    sock.set_tcp_keepalive(&ka)?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    sock.set_tcp_user_timeout(Some(dead_peer))?;
+    Ok(())
+}
+
+/// Logs and counts a client connection declared dead (nothing arrived for `after`); the caller
+/// then closes it, which hangs up its `calls` calls.
+pub fn dead_peer(transport: &'static str, peer: SocketAddr, after: Duration, calls: usize) {
+    info!(%peer, transport, after_secs = after.as_secs(), calls, "client dead peer: nothing received; closing and hanging up its calls");
+    metrics::counter!(m::CLIENT_DEAD_PEER_TOTAL, "transport" => transport).increment(1);
+}
 
 /// Receives from an optional channel; pending forever when there is none (for `select!`).
 pub async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
@@ -196,6 +238,45 @@ mod tests {
         drop((s1, s2));
         let counts = limits.inner.lock().unwrap();
         assert_eq!((counts.total, counts.per_ip.len()), (0, 0));
+    }
+
+    #[test]
+    fn keepalive_gives_up_after_about_the_dead_peer_time() {
+        for secs in [2u64, 3, 4, 15, 16, 60, 3600] {
+            let (time, interval) = keepalive_times(Duration::from_secs(secs));
+            let total = (time + interval * KEEPALIVE_PROBES).as_secs();
+            assert!(time >= Duration::from_secs(1) && interval >= Duration::from_secs(1));
+            assert!(
+                total <= secs + 2 && total + 2 >= secs,
+                "{secs} s: {total} s"
+            );
+        }
+        assert_eq!(
+            keepalive_times(Duration::from_secs(15)),
+            (Duration::from_secs(5), Duration::from_secs(3))
+        );
+    }
+
+    #[tokio::test]
+    async fn accepted_sockets_get_keepalive_and_user_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        set_keepalive(&stream, Duration::from_secs(15)).unwrap();
+        let sock = socket2::SockRef::from(&stream);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(5));
+        assert_eq!(
+            sock.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(3)
+        );
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 3);
+        #[cfg(target_os = "linux")]
+        assert_eq!(
+            sock.tcp_user_timeout().unwrap(),
+            Some(Duration::from_secs(15))
+        );
     }
 
     #[test]

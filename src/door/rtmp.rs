@@ -23,7 +23,7 @@ use crate::call::ClientCommand;
 use crate::media::{Codec, MediaFrame};
 use crate::ops::metrics as m;
 use crate::relay::Shared;
-use crate::rtmp::{RtmpEvent, RtmpServerSession, RtmpSessionConfig};
+use crate::rtmp::{RtmpError, RtmpEvent, RtmpServerSession, RtmpSessionConfig};
 use crate::session::{Identity, Refusal};
 use skybridge_codecs::amf0::Amf0Value;
 use skybridge_codecs::flv;
@@ -121,6 +121,9 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let cfg = &self.shared.config.rtmp;
+        // Dead-peer detection: ping every third of the dead-peer time; a connection from which
+        // nothing (not even a ping response) arrived for the whole of it is closed.
+        let dead_peer = self.shared.config.rtmp_dead_peer();
         let session_config = RtmpSessionConfig {
             handshake_timeout: Duration::from_secs(cfg.handshake_timeout_secs),
             chunk_limits: ChunkLimits {
@@ -128,13 +131,13 @@ impl Connection {
                 max_reassembly_bytes: cfg.max_buffered_bytes,
                 ..ChunkLimits::default()
             },
+            ping_interval: Some(dead_peer / 3),
+            dead_peer: Some(dead_peer),
             ..RtmpSessionConfig::default()
         };
-        let idle = Duration::from_secs(cfg.idle_timeout_secs.max(1));
         let mut session = RtmpServerSession::new(session_config, Instant::now());
         let mut audio_rx = self.audio_rx.take();
         let mut control_rx = self.control_rx.take();
-        let mut last_input = Instant::now();
         // Bytes handed over by a classifier are input like any other.
         let mut pending_input = !inbuf.is_empty();
         if pending_input {
@@ -145,10 +148,7 @@ impl Connection {
             if inbuf.capacity() - inbuf.len() < 4096 {
                 inbuf.reserve(16 * 1024);
             }
-            let wake = session
-                .poll_timeout()
-                .map(|t| t.min(last_input + idle))
-                .unwrap_or(last_input + idle);
+            let wake = session.poll_timeout();
             if pending_input {
                 pending_input = false;
                 if let Err(e) = session.handle_input(Instant::now(), &mut inbuf) {
@@ -165,7 +165,6 @@ impl Connection {
                             return;
                         }
                         Ok(n) => {
-                            last_input = Instant::now();
                             metrics::counter!(m::BYTES_TOTAL, "leg" => TRANSPORT, "direction" => "in").increment(n as u64);
                             pending_input = true;
                             continue;
@@ -177,13 +176,12 @@ impl Connection {
                     },
                     Some((_, frame)) = recv_audio(&mut audio_rx) => self.play_audio(&mut session, frame),
                     Some(msg) = recv_opt_unbounded(&mut control_rx) => self.on_call_command(&mut session, msg),
-                    _ = tokio::time::sleep_until(wake.into()) => {
-                        let now = Instant::now();
-                        if now >= last_input + idle {
-                            info!(peer = %self.peer, "rtmp connection idle; closing");
-                            return;
-                        }
-                        if let Err(e) = session.handle_timeout(now) {
+                    _ = crate::sip_endpoint::sleep_until_opt(wake) => {
+                        if let Err(e) = session.handle_timeout(Instant::now()) {
+                            if e == RtmpError::DeadPeer {
+                                super::dead_peer(TRANSPORT, self.peer, dead_peer, self.calls.len());
+                                return;
+                            }
                             warn!(peer = %self.peer, error = %e, "rtmp deadline passed; closing");
                             metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => e.reason()).increment(1);
                             return;

@@ -126,7 +126,8 @@ where
 {
     let cfg = &shared.config.tunnel;
     let read_timeout = Duration::from_secs(cfg.read_timeout_secs.max(1));
-    let idle_timeout = Duration::from_secs(cfg.idle_timeout_secs.max(1));
+    // Tunnel clients send RTP/RTCP all the time: nothing for the dead-peer time means gone.
+    let dead_peer = shared.config.tunnel_dead_peer();
     let mut reader = PacketReader::new(ReaderLimits {
         max_frame_len: cfg.max_frame_bytes,
         max_empty_run: cfg.max_empty_frames,
@@ -213,10 +214,8 @@ where
     let mut partial_since: Option<Instant> = None;
     loop {
         buf.reserve(2048);
-        let mut wake = last_input + idle_timeout;
-        if let Some(t) = partial_since {
-            wake = wake.min(t + read_timeout);
-        }
+        let dead_at = last_input + dead_peer;
+        let stuck_at = partial_since.map(|t| t + read_timeout);
         tokio::select! {
             r = rd.read_buf(&mut buf) => match r {
                 Ok(0) | Err(_) => {
@@ -244,8 +243,12 @@ where
                 ClientCommand::AnsweredElsewhere => break,
                 other => debug!(call = id, ?other, "tunnel call event"),
             },
-            _ = tokio::time::sleep_until(wake.into()) => {
-                info!(%peer, call = id, "tunnel idle or stuck mid-frame past its deadline; closing");
+            _ = tokio::time::sleep_until(dead_at.into()) => {
+                super::dead_peer(TRANSPORT, peer, dead_peer, 1);
+                break;
+            }
+            _ = crate::sip_endpoint::sleep_until_opt(stuck_at) => {
+                info!(%peer, call = id, "tunnel stuck mid-frame past its read deadline; closing");
                 metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => "deadline").increment(1);
                 break;
             }

@@ -21,11 +21,13 @@ use crate::media::{Codec, MediaFrame};
 use crate::ops::metrics as m;
 use crate::relay::Shared;
 use crate::session::Identity;
-use crate::ws::{WsEvent, WsServerSession, WsSessionConfig};
+use crate::ws::{WsEvent, WsServerSession, WsSessionConfig, WsSessionError};
 use skybridge_codecs::signal::{CallId, ClientMessage, HoldBy, ServerMessage};
 use skybridge_codecs::websocket::{parse_http_request_head, WsError};
 
 const TRANSPORT: &str = "websocket";
+/// How long the close frame to a dead peer may take to write before the socket is dropped.
+const DEAD_PEER_CLOSE_WAIT: Duration = Duration::from_millis(500);
 
 /// Accepts connections until `stop` turns true.
 pub async fn serve(listener: TcpListener, shared: Shared, stop: watch::Receiver<bool>) {
@@ -206,6 +208,10 @@ impl WsConnection {
             allowed_origins: web.allowed_origins.clone(),
             upgrade_timeout: Duration::from_secs(web.handshake_timeout_secs.max(1)),
             hello_timeout: Duration::from_secs(web.handshake_timeout_secs.max(1)),
+            // Dead-peer detection: ping every third; nothing (not even a pong) for the whole
+            // dead-peer time closes the connection 1001 and hangs up its calls.
+            ping_interval: Some(self.shared.config.dead_peer() / 3),
+            dead_peer: Some(self.shared.config.dead_peer()),
             ..WsSessionConfig::default()
         }
     }
@@ -247,6 +253,14 @@ impl WsConnection {
                     Some(msg) = recv_opt_unbounded(&mut control_rx) => self.on_call_message(&mut session, msg),
                     _ = crate::sip_endpoint::sleep_until_opt(wake) => {
                         if let Err(e) = session.handle_timeout(Instant::now()) {
+                            if e == WsSessionError::DeadPeer {
+                                let after = self.shared.config.dead_peer();
+                                super::dead_peer(TRANSPORT, self.peer, after, self.calls.len());
+                                // The 1001 close is best effort: a dead peer may never take it.
+                                let closing = flush(&mut session, &mut stream);
+                                let _ = tokio::time::timeout(DEAD_PEER_CLOSE_WAIT, closing).await;
+                                return;
+                            }
                             self.protocol_error(&e.to_string(), e.reason());
                             flush(&mut session, &mut stream).await;
                             return;

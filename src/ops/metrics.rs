@@ -16,6 +16,9 @@ pub const CLIENT_CONNECTIONS_TOTAL: &str = "skybridge_client_connections_total";
 pub const CLIENT_CONNECTIONS_ACTIVE: &str = "skybridge_client_connections_active";
 /// Client connections or requests refused. Labels: `transport`, `reason`.
 pub const CLIENT_REJECTED_TOTAL: &str = "skybridge_client_rejected_total";
+/// Client connections closed because nothing arrived from the peer for `limits.dead_peer_secs`
+/// (its calls are hung up). Labels: `transport`.
+pub const CLIENT_DEAD_PEER_TOTAL: &str = "skybridge_client_dead_peer_total";
 
 /// Calls in progress (gauge).
 pub const CALLS_ACTIVE: &str = "skybridge_calls_active";
@@ -48,10 +51,11 @@ pub const CLIENT_DELAY_SECONDS: &str = "skybridge_client_delay_seconds";
 pub const RTP_PORTS_IN_USE: &str = "skybridge_rtp_ports_in_use";
 
 /// Every metric name, for documentation and tests.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 15] = [
     CLIENT_CONNECTIONS_TOTAL,
     CLIENT_CONNECTIONS_ACTIVE,
     CLIENT_REJECTED_TOTAL,
+    CLIENT_DEAD_PEER_TOTAL,
     CALLS_ACTIVE,
     CALLS_TOTAL,
     CALL_SETUP_SECONDS,
@@ -145,6 +149,11 @@ pub fn describe() {
         CLIENT_REJECTED_TOTAL,
         Unit::Count,
         "Client connections or requests refused, by transport and reason."
+    );
+    describe_counter!(
+        CLIENT_DEAD_PEER_TOTAL,
+        Unit::Count,
+        "Client connections closed as dead (nothing arrived for limits.dead_peer_secs), by transport."
     );
     describe_gauge!(CALLS_ACTIVE, Unit::Count, "Calls in progress.");
     describe_counter!(
@@ -257,6 +266,7 @@ mod tests {
         metrics::counter!(PACKETS_DROPPED_TOTAL, label::REASON => drop_reason::LATE, label::LEG => leg::RTP).increment(1);
         metrics::gauge!(CLIENT_DELAY_SECONDS, label::TRANSPORT => "websocket").set(0.02);
         metrics::gauge!(RTP_PORTS_IN_USE).set(2.0);
+        metrics::counter!(CLIENT_DEAD_PEER_TOTAL, label::TRANSPORT => "rtmp").increment(1);
     }
 
     #[test]

@@ -70,8 +70,13 @@ pub struct RtmpSessionConfig {
     pub max_output_bytes: usize,
     /// Events queued above which inbound processing pauses (input stays in the buffer).
     pub max_pending_events: usize,
-    /// Interval of server ping requests once connected (`None`: never ping).
+    /// Interval of server ping requests once connected (`None`: never ping). RTMP clients
+    /// answer with a ping response, which is input like any other: a play-only client that
+    /// sends nothing else stays alive through these.
     pub ping_interval: Option<Duration>,
+    /// Once connected, time without any input after which the peer is declared dead
+    /// ([`RtmpError::DeadPeer`] from `handle_timeout`); `None`: never.
+    pub dead_peer: Option<Duration>,
 }
 
 impl Default for RtmpSessionConfig {
@@ -86,7 +91,8 @@ impl Default for RtmpSessionConfig {
             max_streams: 8,
             max_output_bytes: 1024 * 1024,
             max_pending_events: 256,
-            ping_interval: Some(Duration::from_secs(15)),
+            ping_interval: Some(Duration::from_secs(5)),
+            dead_peer: Some(Duration::from_secs(15)),
         }
     }
 }
@@ -109,6 +115,9 @@ pub enum RtmpError {
     /// A command that is structurally valid AMF0 but not a command (no name or transaction id).
     #[error("command without name or transaction id")]
     BadCommand,
+    /// Nothing arrived from the peer for `dead_peer` (not even a ping response).
+    #[error("nothing received from the peer within the dead-peer time")]
+    DeadPeer,
 }
 
 impl RtmpError {
@@ -124,6 +133,7 @@ impl RtmpError {
             RtmpError::Chunk(_) => "chunk_protocol",
             RtmpError::MalformedCommand(Amf0Error::TooDeep) => "amf0_depth",
             RtmpError::MalformedCommand(_) | RtmpError::BadCommand => "amf0_malformed",
+            RtmpError::DeadPeer => "dead_peer",
         }
     }
 }
@@ -256,6 +266,8 @@ pub struct RtmpServerSession {
     start: Instant,
     handshake_deadline: Option<Instant>,
     next_ping: Option<Instant>,
+    /// When input last arrived (the dead-peer clock).
+    last_input: Instant,
     last_now: Instant,
     peer_window: Option<u32>,
     acked_at: u64,
@@ -341,6 +353,7 @@ impl RtmpServerSession {
             start: now,
             handshake_deadline: Some(now + config.handshake_timeout),
             next_ping: None,
+            last_input: now,
             last_now: now,
             peer_window: None,
             acked_at: 0,
@@ -375,8 +388,14 @@ impl RtmpServerSession {
 
     /// Consumes input from the front of `buf`. Bytes that do not yet form a whole chunk (or
     /// that arrive while `max_pending_events` events are unpolled) stay in `buf`.
+    ///
+    /// Any bytes in `buf` count as a sign of life for dead-peer detection: call this after
+    /// every read.
     pub fn handle_input(&mut self, now: Instant, buf: &mut BytesMut) -> Result<(), RtmpError> {
         self.last_now = now;
+        if !buf.is_empty() {
+            self.last_input = now;
+        }
         if self.closing {
             buf.clear();
             return Ok(());
@@ -419,18 +438,35 @@ impl RtmpServerSession {
 
     /// The next instant `handle_timeout` must be called, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.handshake_deadline, self.next_ping) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.handshake_deadline,
+            self.next_ping,
+            self.dead_peer_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
-    /// Advances timers: the handshake/connect deadline and server pings.
+    /// When the peer will be declared dead if nothing arrives before (connected sessions only).
+    pub fn dead_peer_deadline(&self) -> Option<Instant> {
+        if self.closing || !self.is_connected() {
+            return None;
+        }
+        self.config.dead_peer.map(|d| self.last_input + d)
+    }
+
+    /// Advances timers: the handshake/connect deadline, server pings and dead-peer detection.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), RtmpError> {
         self.last_now = now;
         if self.handshake_deadline.is_some_and(|d| now >= d) {
             self.handshake_deadline = None;
             return Err(RtmpError::HandshakeTimeout);
+        }
+        if self.dead_peer_deadline().is_some_and(|d| now >= d) {
+            self.next_ping = None;
+            self.closing = true;
+            return Err(RtmpError::DeadPeer);
         }
         if let (Some(at), Some(interval)) = (self.next_ping, self.config.ping_interval) {
             if now >= at {

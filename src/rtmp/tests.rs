@@ -548,7 +548,7 @@ fn server_pings_at_the_configured_interval_once_connected() {
     p.connect();
     p.commands();
     let at = p.server.poll_timeout().unwrap();
-    assert_eq!(at, p.now + Duration::from_secs(15));
+    assert_eq!(at, p.now + Duration::from_secs(5));
     p.server.handle_timeout(at).unwrap();
     p.drain();
     let m = p.seen.pop().unwrap();
@@ -557,6 +557,63 @@ fn server_pings_at_the_configured_interval_once_connected() {
         (message_type::USER_CONTROL, &[0u8, 6][..])
     );
     assert!(p.server.poll_timeout().unwrap() > at);
+}
+
+#[test]
+fn a_connected_peer_that_sends_nothing_is_declared_dead_after_dead_peer() {
+    let mut p = Pair::new(None);
+    p.connect();
+    let start = p.now;
+    let dead_at = start + Duration::from_secs(15);
+    assert_eq!(p.server.dead_peer_deadline(), Some(dead_at));
+    // Pings go out at 5 s and 10 s; the client (blackholed) never sees them.
+    let mut pings = 0;
+    loop {
+        let at = p.server.poll_timeout().unwrap();
+        if at >= dead_at {
+            break;
+        }
+        p.server.handle_timeout(at).unwrap();
+        pings += 1;
+    }
+    assert_eq!(pings, 2);
+    let just_before = dead_at - Duration::from_millis(1);
+    assert_eq!(p.server.handle_timeout(just_before), Ok(()));
+    assert_eq!(p.server.handle_timeout(dead_at), Err(RtmpError::DeadPeer));
+    assert_eq!(RtmpError::DeadPeer.reason(), "dead_peer");
+    assert!(p.server.is_closing());
+    assert_eq!(p.server.poll_timeout(), None);
+}
+
+#[test]
+fn ping_responses_keep_a_play_only_client_alive_past_dead_peer() {
+    let mut p = Pair::new(None);
+    p.connect();
+    p.commands();
+    let start = p.now;
+    // A minute of server pings, each answered by the rml client (a ping response is all the
+    // input there is, as from a play-only ffmpeg).
+    while p.now < start + Duration::from_secs(60) {
+        let at = p.server.poll_timeout().unwrap();
+        assert_eq!(
+            at - p.now,
+            Duration::from_secs(5),
+            "the next wake is a ping"
+        );
+        p.now = at;
+        p.server.handle_timeout(at).unwrap();
+        p.pump();
+    }
+    assert!(p.server.dead_peer_deadline().unwrap() > p.now);
+    assert!(!p.server.is_closing());
+}
+
+#[test]
+fn input_before_connect_is_left_to_the_handshake_deadline() {
+    let now = Instant::now();
+    let s = RtmpServerSession::new(RtmpSessionConfig::default(), now);
+    assert_eq!(s.dead_peer_deadline(), None);
+    assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(10)));
 }
 
 #[test]

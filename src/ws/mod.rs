@@ -15,8 +15,8 @@
 //! message before `hello` closes with 1008 "authenticate first"; messages arriving while the
 //! driver decides are held (bounded) and released after `welcome`. Then signalling messages and
 //! audio frames flow both ways; the session answers WebSocket pings and `{"type":"ping"}` itself,
-//! pings the client every `ping_interval` and closes when nothing at all arrived for
-//! `max_missed_pings` pings.
+//! pings the client every `ping_interval` and, once upgraded, closes (1001) when nothing at all
+//! arrived for `dead_peer` (pongs are input: a client that answers pings stays connected).
 //!
 //! Errors: a bad upgrade queues an HTTP error response; a protocol violation queues a close frame
 //! with the matching code (1002/1003/1007/1008/1009) and a [`WsEvent::Closed`]. In both cases
@@ -70,8 +70,9 @@ pub struct WsSessionConfig {
     pub hello_timeout: Duration,
     /// Interval of server pings after the upgrade (`None`: never ping).
     pub ping_interval: Option<Duration>,
-    /// Consecutive pings without any input after which the peer is declared dead.
-    pub max_missed_pings: u32,
+    /// Time without any input after the upgrade after which the peer is declared dead
+    /// ([`WsSessionError::DeadPeer`], close 1001); `None`: never.
+    pub dead_peer: Option<Duration>,
     /// Unpolled output above which `send_audio` drops frames (signalling is never dropped).
     pub max_output_bytes: usize,
     /// Events queued above which inbound processing pauses (input stays in the buffer).
@@ -99,8 +100,8 @@ impl Default for WsSessionConfig {
             },
             upgrade_timeout: Duration::from_secs(10),
             hello_timeout: Duration::from_secs(10),
-            ping_interval: Some(Duration::from_secs(15)),
-            max_missed_pings: 3,
+            ping_interval: Some(Duration::from_secs(5)),
+            dead_peer: Some(Duration::from_secs(15)),
             max_output_bytes: 256 * 1024,
             max_pending_events: 256,
             codecs: vec!["pcmu".to_owned(), "pcma".to_owned()],
@@ -127,9 +128,9 @@ pub enum WsSessionError {
     /// No `hello` within the deadline (close 1008).
     #[error("hello deadline expired")]
     HelloTimeout,
-    /// Nothing received for `max_missed_pings` pings (close 1001).
-    #[error("peer stopped answering pings")]
-    PingTimeout,
+    /// Nothing received for `dead_peer`, not even a pong (close 1001).
+    #[error("nothing received from the peer within the dead-peer time")]
+    DeadPeer,
     /// A frame/message violates RFC 6455 or a limit (close with its code).
     #[error("websocket: {0}")]
     Protocol(WsError),
@@ -153,7 +154,7 @@ impl WsSessionError {
             WsSessionError::Forbidden => "origin",
             WsSessionError::UpgradeTimeout => "upgrade_timeout",
             WsSessionError::HelloTimeout => "hello_timeout",
-            WsSessionError::PingTimeout => "ping_timeout",
+            WsSessionError::DeadPeer => "dead_peer",
             WsSessionError::Protocol(e) if e.close_code() == close_code::TOO_BIG => "too_big",
             WsSessionError::Protocol(WsError::InvalidUtf8) => "invalid_utf8",
             WsSessionError::Protocol(_) => "protocol",
@@ -234,7 +235,8 @@ pub struct WsServerSession {
     upgrade_deadline: Option<Instant>,
     hello_deadline: Option<Instant>,
     next_ping: Option<Instant>,
-    missed_pings: u32,
+    /// When input last arrived (the dead-peer clock).
+    last_input: Instant,
     protocol: Option<&'static str>,
     stats: WsStats,
 }
@@ -287,7 +289,7 @@ impl WsServerSession {
             closing: false,
             hello_deadline: None,
             next_ping: None,
-            missed_pings: 0,
+            last_input: now,
             protocol: None,
             stats: WsStats::default(),
         }
@@ -326,7 +328,7 @@ impl WsServerSession {
             return Ok(());
         }
         if !buf.is_empty() {
-            self.missed_pings = 0;
+            self.last_input = now;
         }
         if self.phase == Phase::Upgrade && !self.upgrade(now, buf)? {
             return Ok(());
@@ -533,10 +535,23 @@ impl WsServerSession {
 
     /// The next instant `handle_timeout` must be called, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.upgrade_deadline, self.hello_deadline, self.next_ping]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.upgrade_deadline,
+            self.hello_deadline,
+            self.next_ping,
+            self.dead_peer_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// When the peer will be declared dead if nothing arrives before (after the upgrade).
+    pub fn dead_peer_deadline(&self) -> Option<Instant> {
+        if self.closing || self.phase == Phase::Upgrade {
+            return None;
+        }
+        self.config.dead_peer.map(|d| self.last_input + d)
     }
 
     /// Advances timers: upgrade and hello deadlines, pings and dead-peer detection.
@@ -556,16 +571,15 @@ impl WsServerSession {
                 WsSessionError::HelloTimeout,
             );
         }
+        if self.dead_peer_deadline().is_some_and(|d| now >= d) {
+            return self.fail(
+                close_code::GOING_AWAY,
+                "nothing received: dead peer",
+                WsSessionError::DeadPeer,
+            );
+        }
         if let (Some(at), Some(interval)) = (self.next_ping, self.config.ping_interval) {
             if now >= at {
-                if self.missed_pings >= self.config.max_missed_pings {
-                    return self.fail(
-                        close_code::GOING_AWAY,
-                        "ping timeout",
-                        WsSessionError::PingTimeout,
-                    );
-                }
-                self.missed_pings += 1;
                 self.stats.pings_sent += 1;
                 write_frame(
                     &mut self.out,

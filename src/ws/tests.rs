@@ -408,6 +408,11 @@ fn reject_sends_error_then_close_1008() {
 fn hello_deadline_closes_1008() {
     let mut h = Harness::upgraded();
     let deadline = h.now + Duration::from_secs(10);
+    // A server ping at 5 s comes first.
+    let ping = h.s.poll_timeout().unwrap();
+    assert_eq!(ping, h.now + Duration::from_secs(5));
+    h.s.handle_timeout(ping).unwrap();
+    h.drain();
     assert_eq!(h.s.poll_timeout(), Some(deadline));
     assert_eq!(
         h.s.handle_timeout(deadline),
@@ -729,22 +734,52 @@ fn server_close_truncates_reason_and_reports_once() {
 }
 
 #[test]
-fn server_pings_and_closes_a_dead_peer_after_three_missed_pings() {
+fn server_pings_every_third_and_closes_a_silent_peer_1001_at_dead_peer() {
     let mut h = Harness::authenticated();
-    let mut t = h.now;
-    for i in 1..=3u64 {
-        t = h.s.poll_timeout().unwrap();
-        assert_eq!(t, h.now + Duration::from_secs(15 * i));
+    let last_input = h.now;
+    let dead_at = last_input + Duration::from_secs(15);
+    assert_eq!(h.s.dead_peer_deadline(), Some(dead_at));
+    for i in 1..=2u64 {
+        let t = h.s.poll_timeout().unwrap();
+        assert_eq!(t, last_input + Duration::from_secs(5 * i));
         h.s.handle_timeout(t).unwrap();
         h.drain();
         assert_eq!(h.frames().pop().unwrap().opcode, Opcode::Ping);
     }
-    let t4 = h.s.poll_timeout().unwrap();
-    assert_eq!(t4, t + Duration::from_secs(15));
-    assert_eq!(h.s.handle_timeout(t4), Err(WsSessionError::PingTimeout));
+    assert_eq!(h.s.poll_timeout(), Some(dead_at));
+    h.s.handle_timeout(dead_at - Duration::from_millis(1))
+        .unwrap();
+    assert!(!h.s.is_closing());
+    assert_eq!(h.s.handle_timeout(dead_at), Err(WsSessionError::DeadPeer));
+    assert_eq!(WsSessionError::DeadPeer.reason(), "dead_peer");
     h.drain();
-    assert_eq!(h.close_frame(), (1001, "ping timeout".to_owned()));
+    assert_eq!(
+        h.close_frame(),
+        (1001, "nothing received: dead peer".to_owned())
+    );
     assert!(h.s.is_closing());
+    assert_eq!(h.s.dead_peer_deadline(), None);
+}
+
+#[test]
+fn dead_peer_counts_from_the_last_input_not_from_the_last_ping() {
+    let mut h = Harness::authenticated();
+    let t = h.s.poll_timeout().unwrap(); // first ping
+    h.s.handle_timeout(t).unwrap();
+    h.now = t + Duration::from_secs(2);
+    h.feed(&cf(0x81, br#"{"type":"ping"}"#)).unwrap(); // JSON ping: input
+    assert_eq!(
+        h.s.dead_peer_deadline(),
+        Some(h.now + Duration::from_secs(15))
+    );
+}
+
+#[test]
+fn no_dead_peer_timer_before_the_upgrade() {
+    let now = Instant::now();
+    let s = WsServerSession::new(WsSessionConfig::default(), now);
+    assert_eq!(s.dead_peer_deadline(), None);
+    assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(10)));
 }
 
 #[test]
@@ -871,7 +906,7 @@ fn tungstenite_client_round_trips_signalling_audio_and_close() {
         other => panic!("{other:?}"),
     }
     assert!(s.send_audio(5, 8, 320, &[0x55; 160]));
-    s.handle_timeout(now + Duration::from_secs(15)).unwrap(); // a server ping
+    s.handle_timeout(now + Duration::from_secs(5)).unwrap(); // a server ping
     pump(client.get_mut(), &mut s, now).unwrap();
     match client.read().unwrap() {
         TMessage::Binary(b) => {
