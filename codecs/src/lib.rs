@@ -10,6 +10,7 @@ pub mod flv;
 pub mod g711;
 pub mod g722;
 pub mod l16;
+pub mod nellymoser;
 pub mod rfc4571;
 pub mod rtcp;
 pub mod rtmp;
