@@ -11,6 +11,7 @@ pub mod g711;
 pub mod g722;
 pub mod l16;
 pub mod nellymoser;
+pub mod resample;
 pub mod rfc4571;
 pub mod rtcp;
 pub mod rtmp;
