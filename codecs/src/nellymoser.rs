@@ -506,7 +506,7 @@ impl NellymoserDecoder {
             // u[m] = y[m + 64]: the middle half of the 256-point inverse MDCT.
             let mut u = [0f32; HALF];
             for (um, row) in u.iter_mut().zip(&t.imdct) {
-                *um = row.iter().zip(&coef).map(|(c, x)| c * x).sum();
+                *um = crate::resample::dot(row, &coef);
             }
             // y[n] = -u[63 - n] for n < 64; y[n] = u[n - 64] for 64 <= n < 192;
             // y[n] = u[319 - n] for n >= 192.

@@ -62,6 +62,25 @@ struct Bank {
     coefs: Vec<f32>,
 }
 
+/// Dot product with eight independent accumulators, so the compiler can vectorize it
+/// (a single running `f32` sum has to be evaluated strictly in order).
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a8.zip(b8) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 const fn gcd(mut a: u32, mut b: u32) -> u32 {
     while b != 0 {
         let t = a % b;
@@ -248,7 +267,7 @@ impl Resampler {
             let window = &self.hist[self.head..self.head + taps];
             while self.next < l {
                 let phase = &self.bank.coefs[self.next * taps..(self.next + 1) * taps];
-                let acc: f32 = window.iter().zip(phase).map(|(a, b)| a * b).sum();
+                let acc = dot(window, phase);
                 if let Some(o) = out.get_mut(written) {
                     *o = acc.round().clamp(-32768.0, 32767.0) as i16;
                 }
@@ -289,6 +308,16 @@ mod tests {
         let settled = &out[to as usize / 10..];
         let level = tone::level_db(tone::rms(settled), amp / 2f64.sqrt());
         (level, settled.to_vec())
+    }
+
+    #[test]
+    fn dot_matches_the_plain_sum_for_every_length() {
+        for n in 0..40 {
+            let a: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let b: Vec<f32> = (0..n).map(|i| 1.0 / (i as f32 + 1.0)).collect();
+            let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!((dot(&a, &b) - plain).abs() < 1e-4, "{n}");
+        }
     }
 
     #[test]
