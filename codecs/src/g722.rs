@@ -183,16 +183,12 @@ impl Band {
         // UPZERO
         let step = if d == 0 { 0 } else { 128 };
         let sgd = sg(d);
-        let mut bp = [0i32; 7];
-        for i in 1..7 {
-            let wd2 = if sg(self.d[i]) == sgd { step } else { -step };
-            bp[i] = sat16(wd2 + ((self.b[i] * 32640) >> 15));
+        for (b, &d) in self.b.iter_mut().zip(&self.d).skip(1) {
+            let wd2 = if sg(d) == sgd { step } else { -step };
+            *b = sat16(wd2 + ((*b * 32640) >> 15));
         }
-        // DELAYA
-        for i in (1..7).rev() {
-            self.d[i] = self.d[i - 1];
-            self.b[i] = bp[i];
-        }
+        // DELAYA (the zero coefficients were updated in place above)
+        self.d.copy_within(0..6, 1);
         self.r[2] = self.r[1];
         self.r[1] = self.r[0];
         self.p[2] = self.p[1];

@@ -1,4 +1,4 @@
-//! Nellymoser Asao decoder: the default audio codec of Flash-era RTMP clients (FLV
+//! Nellymoser Asao decoder and encoder: the default audio codec of Flash-era RTMP clients (FLV
 //! SoundFormat 4 = 16 kHz mono, 5 = 8 kHz mono, 6 = the rate of the tag header).
 //!
 //! ```text
@@ -61,6 +61,8 @@ const DELTA_TABLE: [i16; 32] = [
 ];
 
 /// Dequantization levels: for a coefficient of `b` bits and code `v`, entry `(1 << b) - 1 + v`.
+/// (Kept with the format's published ten decimals.)
+#[allow(clippy::excessive_precision)]
 const DEQUANT: [f32; 127] = [
     0.0000000000,
     -0.8472560048,
@@ -530,10 +532,257 @@ impl NellymoserDecoder {
     }
 }
 
+/// Least-significant-bit-first writer into one block; bits past the end are dropped.
+struct BitWriter<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl BitWriter<'_> {
+    fn write(&mut self, n: usize, v: usize) {
+        for k in 0..n {
+            let p = self.pos + k;
+            if let Some(byte) = self.buf.get_mut(p / 8) {
+                if (v >> k) & 1 != 0 {
+                    *byte |= 1 << (p % 8);
+                }
+            }
+        }
+        self.pos += n;
+    }
+}
+
+/// Scale from our forward MDCT to the decoder's coefficient domain (undoes the inverse
+/// MDCT's missing 1/64 and the decoder's output gain).
+const ENCODER_SCALE: f32 = 1.0 / (64.0 * OUTPUT_GAIN);
+
+/// Peak coefficient to envelope ratio the encoder allows before raising a band's envelope.
+const PEAK_TO_ENVELOPE: f32 = 2.0;
+
+/// Largest per-band envelope rise the encoder plans for (the top delta is 12975; the margin
+/// absorbs rounding to the nearest delta).
+const MAX_RISE: i32 = 12_000;
+
+/// Nellymoser encoder: 256 samples → one 64-octet block. Output is delayed by 128 samples
+/// (one MDCT half) relative to the input.
+///
+/// A straightforward encoder: band energies → nearest exponent codes (closed loop over the
+/// delta table) → the format's bit allocation → nearest dequantization level per
+/// coefficient. No psychoacoustic model and no trellis search.
+#[derive(Debug, Clone)]
+pub struct NellymoserEncoder {
+    /// The last 128 input samples (the first half of the next MDCT window).
+    prev: [f32; HALF],
+}
+
+impl Default for NellymoserEncoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NellymoserEncoder {
+    /// A fresh encoder (silent history).
+    pub fn new() -> NellymoserEncoder {
+        NellymoserEncoder { prev: [0.0; HALF] }
+    }
+
+    /// Encodes whole blocks of 256 samples; `pcm.len()` must be a multiple of 256. Returns
+    /// the octet count (64 per block).
+    pub fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, NellymoserError> {
+        if pcm.len() % SAMPLES_PER_BLOCK != 0 {
+            return Err(NellymoserError::PartialBlock(pcm.len()));
+        }
+        let needed = pcm.len() / SAMPLES_PER_BLOCK * BLOCK_LEN;
+        if out.len() < needed {
+            return Err(NellymoserError::OutputTooSmall {
+                needed,
+                got: out.len(),
+            });
+        }
+        for (samples, block) in pcm
+            .chunks_exact(SAMPLES_PER_BLOCK)
+            .zip(out.chunks_exact_mut(BLOCK_LEN))
+        {
+            self.encode_block(samples, block);
+        }
+        Ok(needed)
+    }
+
+    /// Forward MDCT of `prev ++ cur` (256 samples, sine window) into the decoder's
+    /// coefficient domain.
+    fn mdct(prev: &[f32; HALF], cur: &[f32; HALF], coef: &mut [f32; HALF]) {
+        let t = tables();
+        let z = |n: usize| -> f32 {
+            let x = if n < HALF { prev[n] } else { cur[n - HALF] };
+            x * t.window[n]
+        };
+        // Fold the 256 windowed samples onto the 128 kernel rows the decoder uses
+        // (the kernel is odd about n = 63.5 and even about n = 191.5).
+        coef.fill(0.0);
+        for m in 0..HALF {
+            let v = if m < 64 {
+                z(m + 64) - z(63 - m)
+            } else {
+                z(m + 64) + z(319 - m)
+            };
+            for (c, k) in coef.iter_mut().zip(&t.imdct[m]) {
+                *c += v * k;
+            }
+        }
+        for c in coef.iter_mut() {
+            *c *= ENCODER_SCALE;
+        }
+    }
+
+    fn encode_block(&mut self, pcm: &[i16], block: &mut [u8]) {
+        let mut a = [0f32; HALF];
+        let mut b = [0f32; HALF];
+        for (d, &s) in a.iter_mut().zip(&pcm[..HALF]) {
+            *d = f32::from(s);
+        }
+        for (d, &s) in b.iter_mut().zip(&pcm[HALF..]) {
+            *d = f32::from(s);
+        }
+        let mut c0 = [0f32; HALF];
+        let mut c1 = [0f32; HALF];
+        Self::mdct(&self.prev, &a, &mut c0);
+        Self::mdct(&a, &b, &mut c1);
+        self.prev = b;
+
+        block.fill(0);
+        let mut w = BitWriter { buf: block, pos: 0 };
+        // Envelope: per band, 2048·log2(rms) of both halves (raised to the peak where one
+        // coefficient dominates).
+        let mut target = [0i32; BANDS];
+        let mut start = 0;
+        for (t, &size) in target.iter_mut().zip(&BAND_SIZES) {
+            let range = start..start + usize::from(size);
+            let both = || c0[range.clone()].iter().chain(&c1[range.clone()]);
+            let mean_square = both().map(|c| c * c).sum::<f32>() / (2 * size) as f32;
+            // The largest dequantization level is about 2.3× the envelope: a band whose
+            // energy sits in one coefficient needs an envelope set by that peak, or it clips.
+            let peak = both().fold(0f32, |m, c| m.max(c.abs())) / PEAK_TO_ENVELOPE;
+            *t = (1024.0 * mean_square.max(peak * peak).max(1.0).log2()) as i32;
+            start += usize::from(size);
+        }
+        // The envelope rises by at most one delta step per band: start climbing early
+        // enough to reach every peak (a quiet band before a loud one gets a little noise).
+        for b in (0..BANDS - 1).rev() {
+            target[b] = target[b].max(target[b + 1] - MAX_RISE);
+        }
+        let mut env = [0i32; FILL];
+        let mut amp = [0f32; FILL];
+        let mut start = 0;
+        let mut val = 0i32;
+        for (band, (&size, &t)) in BAND_SIZES.iter().zip(&target).enumerate() {
+            let size = usize::from(size);
+            if band == 0 {
+                let idx = nearest(INIT_TABLE.iter().map(|&v| i32::from(v)), t);
+                w.write(6, idx);
+                val = i32::from(INIT_TABLE[idx]);
+            } else {
+                let idx = nearest(DELTA_TABLE.iter().map(|&d| val + i32::from(d)), t);
+                w.write(5, idx);
+                val += i32::from(DELTA_TABLE[idx]);
+            }
+            let a = (val as f32 / 2048.0).exp2();
+            for i in start..start + size {
+                env[i] = val;
+                amp[i] = a;
+            }
+            start += size;
+        }
+        let mut bits = [0i32; FILL];
+        allocate_bits(&env, &mut bits);
+        for (half, coef) in [&c0, &c1].into_iter().enumerate() {
+            w.pos = HEADER_BITS + half * DETAIL_BITS as usize;
+            for ((&c, &nb), &a) in coef.iter().zip(&bits).zip(&amp) {
+                if nb <= 0 {
+                    continue;
+                }
+                let nb = nb as usize;
+                let first = (1 << nb) - 1;
+                let levels = &DEQUANT[first..first + (1 << nb)];
+                let t = c / a;
+                let v = levels.partition_point(|&q| q < t);
+                let v = if v == levels.len()
+                    || (v > 0 && (t - levels[v - 1]).abs() <= (levels[v] - t).abs())
+                {
+                    v - 1
+                } else {
+                    v
+                };
+                w.write(nb, v);
+            }
+        }
+    }
+}
+
+/// Index of the candidate closest to `target`.
+fn nearest(candidates: impl Iterator<Item = i32>, target: i32) -> usize {
+    candidates
+        .enumerate()
+        .min_by_key(|&(_, v)| (v - target).unsigned_abs())
+        .map_or(0, |(i, _)| i)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
+
+    fn round_trip(rate: u32, hz: f64, amp: f64) -> Vec<i16> {
+        let src = crate::tone::sine(hz, amp, rate, 256 * 64);
+        let mut enc = NellymoserEncoder::new();
+        let mut dec = NellymoserDecoder::new();
+        let mut octets = vec![0u8; src.len() / 4];
+        let mut out = vec![0i16; src.len()];
+        assert_eq!(enc.encode(&src, &mut octets), Ok(octets.len()));
+        assert_eq!(dec.decode(&octets, &mut out), Ok(src.len()));
+        out
+    }
+
+    #[test]
+    fn encode_decode_keeps_tone_frequency_and_level() {
+        use crate::tone;
+        for (rate, hz) in [
+            (8000, 1000.0),
+            (8000, 300.0),
+            (16000, 1000.0),
+            (16000, 3400.0),
+            (22050, 1000.0),
+        ] {
+            for amp in [1000.0, 10000.0, 30000.0] {
+                let out = round_trip(rate, hz, amp);
+                let tail = &out[2048..];
+                let level = tone::level_db(tone::goertzel_rms(tail, hz, rate), amp / 2f64.sqrt());
+                let freq = tone::zero_crossing_hz(tail, rate).unwrap_or(0.0);
+                let snr = tone::snr_db(tail, hz, rate);
+                assert!(
+                    level.abs() < 2.5,
+                    "{rate} Hz, {hz} Hz, amp {amp}: level {level:.2} dB"
+                );
+                assert!(
+                    (freq - hz).abs() < hz * 0.005,
+                    "{rate}/{hz}/{amp}: {freq:.1} Hz"
+                );
+                assert!(snr > 25.0, "{rate}/{hz}/{amp}: SNR {snr:.1} dB");
+            }
+        }
+    }
+
+    #[test]
+    fn silence_encodes_to_near_silence() {
+        let out = round_trip(8000, 1000.0, 0.0);
+        let peak = out.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
+        assert!(peak < 32, "peak {peak}");
+        let mut enc = NellymoserEncoder::new();
+        assert_eq!(
+            enc.encode(&[0; 100], &mut [0; 64]),
+            Err(NellymoserError::PartialBlock(100))
+        );
+    }
 
     #[test]
     fn tables_are_consistent() {

@@ -80,8 +80,9 @@ fn solve3(mut m: [[f64; 3]; 3], mut v: [f64; 3]) -> [f64; 3] {
         }
         for r in col + 1..3 {
             let f = m[r][col] / m[col][col];
-            for c in col..3 {
-                m[r][c] -= f * m[col][c];
+            let pivot = m[col];
+            for (dst, src) in m[r].iter_mut().zip(pivot).skip(col) {
+                *dst -= f * src;
             }
             v[r] -= f * v[col];
         }

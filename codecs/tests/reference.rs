@@ -3,6 +3,7 @@
 //!
 //! ffmpeg is required (scripts/install-deps.sh installs it); these tests fail, loudly, when it
 //! is missing rather than pass without checking anything.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

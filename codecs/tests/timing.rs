@@ -2,6 +2,7 @@
 //! optimizations for meaningful numbers, e.g.
 //! `cargo test -p skybridge-codecs --release --test timing -- --ignored --nocapture`).
 //! Criterion benches of the hot path live in the workspace's `benches/`.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 use std::hint::black_box;
 use std::time::Instant;
