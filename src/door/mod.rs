@@ -117,6 +117,42 @@ pub fn set_keepalive(stream: &TcpStream, dead_peer: Duration) -> std::io::Result
     Ok(())
 }
 
+/// How long a last write before closing (an error message, a close frame) may take: a
+/// client that does not take it is not waited for.
+pub const CLOSE_WRITE_WAIT: Duration = Duration::from_millis(500);
+
+/// How a write toward a client ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Everything was written.
+    Done,
+    /// The connection failed (closed, reset): nothing more to do on it.
+    Failed,
+    /// The peer stopped taking data: the write did not finish before the dead-peer deadline,
+    /// or the kernel gave up on unacknowledged data (`TCP_USER_TIMEOUT`, `ETIMEDOUT`).
+    PeerDead,
+}
+
+/// Runs `write` until it finishes or `deadline` (the connection's dead-peer deadline) passes,
+/// so a driver blocked writing to a vanished client still hangs up in time.
+pub async fn write_by<F>(deadline: Option<std::time::Instant>, write: F) -> Written
+where
+    F: Future<Output = std::io::Result<()>>,
+{
+    let result = match deadline {
+        Some(at) => match tokio::time::timeout_at(at.into(), write).await {
+            Ok(r) => r,
+            Err(_) => return Written::PeerDead,
+        },
+        None => write.await,
+    };
+    match result {
+        Ok(()) => Written::Done,
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Written::PeerDead,
+        Err(_) => Written::Failed,
+    }
+}
+
 /// Logs and counts a client connection declared dead (nothing arrived for `after`); the caller
 /// then closes it, which hangs up its `calls` calls.
 pub fn dead_peer(transport: &'static str, peer: SocketAddr, after: Duration, calls: usize) {
@@ -277,6 +313,19 @@ mod tests {
             sock.tcp_user_timeout().unwrap(),
             Some(Duration::from_secs(15))
         );
+    }
+
+    #[tokio::test]
+    async fn a_write_past_the_dead_peer_deadline_is_a_dead_peer() {
+        let now = std::time::Instant::now();
+        let stuck = std::future::pending::<std::io::Result<()>>();
+        let at = Some(now + Duration::from_millis(20));
+        assert_eq!(write_by(at, stuck).await, Written::PeerDead);
+        let timed_out = async { Err(std::io::Error::from(std::io::ErrorKind::TimedOut)) };
+        assert_eq!(write_by(None, timed_out).await, Written::PeerDead);
+        let reset = async { Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset)) };
+        assert_eq!(write_by(None, reset).await, Written::Failed);
+        assert_eq!(write_by(at, async { Ok(()) }).await, Written::Done);
     }
 
     #[test]

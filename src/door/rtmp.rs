@@ -154,7 +154,11 @@ impl Connection {
                 if let Err(e) = session.handle_input(Instant::now(), &mut inbuf) {
                     warn!(peer = %self.peer, error = %e, "rtmp protocol error; closing");
                     metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => e.reason()).increment(1);
-                    flush(&mut session, &mut stream).await;
+                    let _ = tokio::time::timeout(
+                        super::CLOSE_WRITE_WAIT,
+                        flush(&mut session, &mut stream),
+                    )
+                    .await;
                     return;
                 }
             } else {
@@ -192,8 +196,14 @@ impl Connection {
             while let Some(event) = session.poll_event() {
                 self.on_event(&mut session, event);
             }
-            if !flush(&mut session, &mut stream).await {
-                return;
+            let deadline = session.dead_peer_deadline();
+            match super::write_by(deadline, flush(&mut session, &mut stream)).await {
+                super::Written::Done => {}
+                super::Written::Failed => return,
+                super::Written::PeerDead => {
+                    super::dead_peer(TRANSPORT, self.peer, dead_peer, self.calls.len());
+                    return;
+                }
             }
             if session.is_closing() || self.close_after_flush {
                 let _ = stream.shutdown().await;
@@ -491,13 +501,16 @@ impl Connection {
 }
 
 /// Writes everything the session has queued. False if the socket failed.
-async fn flush<S: AsyncWrite + Unpin>(session: &mut RtmpServerSession, stream: &mut S) -> bool {
+async fn flush<S: AsyncWrite + Unpin>(
+    session: &mut RtmpServerSession,
+    stream: &mut S,
+) -> std::io::Result<()> {
     while let Some(bytes) = session.poll_output() {
         if let Err(e) = stream.write_all(&bytes).await {
             debug!(error = %e, "write failed");
-            return false;
+            return Err(e);
         }
     }
     // TLS streams hold records until flushed; a no-op on TCP.
-    stream.flush().await.is_ok()
+    stream.flush().await
 }

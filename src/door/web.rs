@@ -26,8 +26,6 @@ use skybridge_codecs::signal::{CallId, ClientMessage, HoldBy, ServerMessage};
 use skybridge_codecs::websocket::{parse_http_request_head, WsError};
 
 const TRANSPORT: &str = "websocket";
-/// How long the close frame to a dead peer may take to write before the socket is dropped.
-const DEAD_PEER_CLOSE_WAIT: Duration = Duration::from_millis(500);
 
 /// Accepts connections until `stop` turns true.
 pub async fn serve(listener: TcpListener, shared: Shared, stop: watch::Receiver<bool>) {
@@ -229,7 +227,11 @@ impl WsConnection {
                 pending_input = false;
                 if let Err(e) = session.handle_input(Instant::now(), &mut inbuf) {
                     self.protocol_error(&e.to_string(), e.reason());
-                    flush(&mut session, &mut stream).await;
+                    let _ = tokio::time::timeout(
+                        super::CLOSE_WRITE_WAIT,
+                        flush(&mut session, &mut stream),
+                    )
+                    .await;
                     return;
                 }
             } else {
@@ -258,11 +260,11 @@ impl WsConnection {
                                 super::dead_peer(TRANSPORT, self.peer, after, self.calls.len());
                                 // The 1001 close is best effort: a dead peer may never take it.
                                 let closing = flush(&mut session, &mut stream);
-                                let _ = tokio::time::timeout(DEAD_PEER_CLOSE_WAIT, closing).await;
+                                let _ = tokio::time::timeout(super::CLOSE_WRITE_WAIT, closing).await;
                                 return;
                             }
                             self.protocol_error(&e.to_string(), e.reason());
-                            flush(&mut session, &mut stream).await;
+                            let _ = tokio::time::timeout(super::CLOSE_WRITE_WAIT, flush(&mut session, &mut stream)).await;
                             return;
                         }
                     }
@@ -271,14 +273,25 @@ impl WsConnection {
             while let Some(event) = session.poll_event() {
                 if let WsEvent::Closed { code, reason } = &event {
                     debug!(code, %reason, "websocket closed");
-                    flush(&mut session, &mut stream).await;
+                    let _ = tokio::time::timeout(
+                        super::CLOSE_WRITE_WAIT,
+                        flush(&mut session, &mut stream),
+                    )
+                    .await;
                     let _ = stream.shutdown().await;
                     return;
                 }
                 self.on_event(&mut session, event);
             }
-            if !flush(&mut session, &mut stream).await {
-                return;
+            let deadline = session.dead_peer_deadline();
+            match super::write_by(deadline, flush(&mut session, &mut stream)).await {
+                super::Written::Done => {}
+                super::Written::Failed => return,
+                super::Written::PeerDead => {
+                    let after = self.shared.config.dead_peer();
+                    super::dead_peer(TRANSPORT, self.peer, after, self.calls.len());
+                    return;
+                }
             }
             if session.is_closing() {
                 let _ = stream.shutdown().await;
@@ -625,14 +638,15 @@ fn hold_by(by_remote: bool) -> HoldBy {
 }
 
 /// Writes everything the session has queued. False if the socket failed.
-async fn flush<S: AsyncWrite + Unpin>(session: &mut WsServerSession, stream: &mut S) -> bool {
+async fn flush<S: AsyncWrite + Unpin>(
+    session: &mut WsServerSession,
+    stream: &mut S,
+) -> std::io::Result<()> {
     while let Some(bytes) = session.poll_output() {
         metrics::counter!(m::BYTES_TOTAL, "leg" => TRANSPORT, "direction" => "out")
             .increment(bytes.len() as u64);
-        if stream.write_all(&bytes).await.is_err() {
-            return false;
-        }
+        stream.write_all(&bytes).await?;
     }
     // TLS streams hold records until flushed; a no-op on TCP.
-    stream.flush().await.is_ok()
+    stream.flush().await
 }
