@@ -300,6 +300,7 @@ fn a_three_second_stall_of_the_client_link_leaves_the_delay_within_the_bound_bot
     // The backlog the client's TCP delivered in a burst at the thaw was paced against the
     // call's timeline: what was older than the bound was dropped (counted), and what went out
     // was within the bound.
+    // (None delivered at all is fine: the max of nothing is NaN and is not compared.)
     let (_, d_max) = median_max(&during);
     assert!(
         during.len() * 5 <= stall_frames,
@@ -307,7 +308,7 @@ fn a_three_second_stall_of_the_client_link_leaves_the_delay_within_the_bound_bot
         during.len()
     );
     assert!(
-        d_max <= within,
+        during.is_empty() || d_max <= within,
         "client → SIP: a stalled frame went out {d_max:.0} ms late\n{context}"
     );
     assert!(
