@@ -107,6 +107,14 @@ pub enum Output {
         sdp: Vec<u8>,
     },
     Dropped(DropReason),
+    /// A client frame in a codec the SIP leg does not use: transcode it (off the I/O path)
+    /// to [`CallCore::codec`] and give the result back to [`CallCore::client_audio`].
+    TranscodeToSip(MediaFrame),
+    /// RTP sequence numbers show `packets` missing before the next audio toward the client
+    /// (the driver conceals them).
+    ClientLoss {
+        packets: u16,
+    },
     /// A packet forwarded (for metrics): leg, direction, bytes.
     Forwarded {
         toward_sip: bool,
@@ -152,6 +160,10 @@ pub struct CallCore {
     outputs: VecDeque<Output>,
     /// Codec on the SIP leg (from the answer) and its payload type there.
     sip_codec: Option<(Codec, u8)>,
+    /// Our codec preference toward SIP (`rtp.codecs`).
+    codecs: Vec<Codec>,
+    /// Sequence number of the last audio packet from RTP (loss detection toward the client).
+    last_rtp_seq: Option<u16>,
     remote_te_pt: Option<u8>,
     remote_rtp: Option<SocketAddr>,
     remote_rtcp: Option<SocketAddr>,
@@ -204,6 +216,8 @@ impl CallCore {
             answered_at: None,
             outputs: VecDeque::with_capacity(64),
             sip_codec: None,
+            codecs: vec![Codec::Pcmu, Codec::Pcma],
+            last_rtp_seq: None,
             remote_te_pt: None,
             remote_rtp: None,
             remote_rtcp: None,
@@ -229,6 +243,21 @@ impl CallCore {
         }
     }
 
+    /// Sets the codec preference toward SIP (default PCMU, PCMA): the offer lists these in
+    /// this order; an inbound offer is answered with the first of them it contains. Codecs
+    /// RTP cannot carry are ignored; an empty list keeps the default.
+    pub fn with_codecs(mut self, codecs: &[Codec]) -> CallCore {
+        let usable: Vec<Codec> = codecs
+            .iter()
+            .copied()
+            .filter(|c| c.rtpmap().is_some())
+            .collect();
+        if !usable.is_empty() {
+            self.codecs = usable;
+        }
+        self
+    }
+
     /// An inbound call: `offer` is the INVITE's SDP. Errors with the SIP status to reject with
     /// (488 when no audio codec is shared).
     pub fn new_incoming(
@@ -236,7 +265,17 @@ impl CallCore {
         settings: CallSettings,
         offer: &[u8],
     ) -> Result<CallCore, u16> {
-        let mut core = CallCore::new(now, settings);
+        CallCore::new_incoming_with(now, settings, &[], offer)
+    }
+
+    /// [`CallCore::new_incoming`] with a codec preference (see [`CallCore::with_codecs`]).
+    pub fn new_incoming_with(
+        now: Instant,
+        settings: CallSettings,
+        codecs: &[Codec],
+        offer: &[u8],
+    ) -> Result<CallCore, u16> {
+        let mut core = CallCore::new(now, settings).with_codecs(codecs);
         if !core.apply_remote_sdp(offer, true) {
             return Err(488);
         }
@@ -251,8 +290,8 @@ impl CallCore {
 
     fn local_sdp(&mut self, direction: sdp::Direction, offer: bool) -> Vec<u8> {
         let codecs = match (offer, self.sip_codec) {
-            (false, Some((c, pt))) => vec![(pt, c.encoding_name(), 8000)],
-            _ => vec![(0, "PCMU", 8000), (8, "PCMA", 8000)],
+            (false, Some((c, pt))) => vec![(pt, c.encoding_name(), c.clock_rate())],
+            _ => self.offered_codecs(),
         };
         let telephone_event = if offer {
             self.remote_te_pt.or(Some(self.settings.telephone_event_pt))
@@ -421,7 +460,20 @@ impl CallCore {
         self.state
     }
 
-    /// Our SDP offer: PCMU, PCMA and telephone-event, at our RTP address.
+    /// Our preference as SDP formats: static payload types where they exist, dynamic ones
+    /// (96 + position) otherwise.
+    fn offered_codecs(&self) -> Vec<(u8, &'static str, u32)> {
+        self.codecs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let (name, clock, _) = c.rtpmap()?;
+                Some((c.offer_payload_type(i), name, clock))
+            })
+            .collect()
+    }
+
+    /// Our SDP offer: the codec preference and telephone-event, at our RTP address.
     pub fn offer_sdp(&self) -> Vec<u8> {
         sdp::SdpBuilder {
             username: "skybridge".into(),
@@ -429,7 +481,7 @@ impl CallCore {
             session_version: 1,
             address: self.settings.rtp_ip,
             port: self.settings.rtp_port,
-            codecs: vec![(0, "PCMU", 8000), (8, "PCMA", 8000)],
+            codecs: self.offered_codecs(),
             telephone_event: Some(self.settings.telephone_event_pt),
             ptime: Some(self.settings.ptime.as_millis() as u32),
             direction: sdp::Direction::SendRecv,
@@ -438,7 +490,7 @@ impl CallCore {
     }
 
     /// Applies an SDP answer (or early-media SDP). Returns false if it has no usable audio.
-    fn apply_remote_sdp(&mut self, body: &[u8], _is_offer: bool) -> bool {
+    fn apply_remote_sdp(&mut self, body: &[u8], is_offer: bool) -> bool {
         let Ok(desc) = sdp::SessionDescription::parse(body) else {
             return false;
         };
@@ -451,19 +503,24 @@ impl CallCore {
         if audio.port == 0 {
             return false;
         }
-        // The answer's first format we support wins (RFC 3264 §6.1: answerer's order).
-        let mut chosen = None;
-        for pt in &audio.formats {
-            let codec = match audio.encoding_of(*pt) {
-                Some((name, 8000)) if name.eq_ignore_ascii_case("PCMU") => Some(Codec::Pcmu),
-                Some((name, 8000)) if name.eq_ignore_ascii_case("PCMA") => Some(Codec::Pcma),
-                _ => None,
-            };
-            if let Some(c) = codec {
-                chosen = Some((c, *pt));
-                break;
-            }
-        }
+        let offered: Vec<(Codec, u8)> = audio
+            .formats
+            .iter()
+            .filter_map(|pt| {
+                let (name, clock) = audio.encoding_of(*pt)?;
+                let codec = Codec::from_rtpmap(name, clock, None)?;
+                self.codecs.contains(&codec).then_some((codec, *pt))
+            })
+            .collect();
+        let chosen = if is_offer {
+            // We answer: the first of our preferences the offer contains.
+            self.codecs
+                .iter()
+                .find_map(|c| offered.iter().find(|(o, _)| o == c).copied())
+        } else {
+            // The answer decides: its first format we offered (RFC 3264 §6.1).
+            offered.first().copied()
+        };
         let Some(chosen) = chosen else {
             return false;
         };
@@ -472,6 +529,10 @@ impl CallCore {
             Some((c, pt)) if audio.formats.contains(&pt) => (c, pt),
             _ => chosen,
         };
+        if chosen.0.clock_rate() != self.pacer_clock() {
+            let capacity = (self.settings.max_delay.as_millis() as usize / 10).max(8) * 4;
+            self.pacer = Pacer::new(chosen.0.clock_rate(), self.settings.max_delay, capacity);
+        }
         self.sip_codec = Some(chosen);
         self.remote_te_pt = audio.payload_type_for("telephone-event", 8000);
         let rtp = SocketAddr::new(ip, audio.port);
@@ -572,14 +633,34 @@ impl CallCore {
         if self.state == State::Ended {
             return;
         }
-        let step = self.settings.ptime.as_millis() as usize * frame.codec.bytes_per_ms();
+        let sip = self.codec();
+        let law_swap = matches!(
+            (frame.codec, sip),
+            (Codec::Pcmu, Some(Codec::Pcma)) | (Codec::Pcma, Some(Codec::Pcmu))
+        );
+        if sip != Some(frame.codec) && !law_swap {
+            if sip.is_some() {
+                self.outputs.push_back(Output::TranscodeToSip(frame));
+            } else {
+                self.outputs.push_back(Output::Dropped("not_answered"));
+            }
+            return;
+        }
+        let Some(per_ms) = frame.codec.bytes_per_ms() else {
+            if let Some(Paced::DroppedQueueFull) = self.pacer.push(now, frame) {
+                self.outputs.push_back(Output::Dropped("queue_full"));
+            }
+            return;
+        };
+        let step = self.settings.ptime.as_millis() as usize * per_ms;
+        let ticks_per_byte = |n: usize| frame.codec.ticks_for_len(n).unwrap_or(n as u32);
         let mut offset = 0usize;
         let len = frame.payload.len();
         while offset < len {
             let end = (offset + step).min(len);
             let piece = MediaFrame {
                 codec: frame.codec,
-                timestamp: frame.timestamp.wrapping_add(offset as u32),
+                timestamp: frame.timestamp.wrapping_add(ticks_per_byte(offset)),
                 marker: frame.marker && offset == 0,
                 payload: frame.payload.slice(offset..end),
             };
@@ -628,12 +709,17 @@ impl CallCore {
         let ts = self
             .ts_offset
             .wrapping_add(frame.timestamp.wrapping_sub(first));
+        let clock = codec.clock_rate();
         let gap = self
             .last_sent_ts
-            .map(|last| ts.wrapping_sub(last) > 8000 / 5)
+            .map(|last| ts.wrapping_sub(last) > clock / 5)
             .unwrap_or(true);
         let marker = frame.marker || gap;
-        self.last_sent_ts = Some(ts.wrapping_add(frame.payload.len() as u32));
+        let span = frame
+            .codec
+            .ticks_for_len(frame.payload.len())
+            .unwrap_or((self.settings.ptime.as_millis() as u64 * u64::from(clock) / 1000) as u32);
+        self.last_sent_ts = Some(ts.wrapping_add(span));
         let mut header = [0u8; 12];
         if rtp::write_header(&mut header, pt, marker, self.seq, ts, self.ssrc).is_err() {
             return;
@@ -649,13 +735,19 @@ impl CallCore {
                 payload: frame.payload,
             });
         } else {
-            // µ-law ⇄ A-law: a table lookup per byte (the only transcoding G.711 needs).
+            // µ-law ⇄ A-law: a table lookup per byte (the only transcoding G.711 needs; every
+            // other pair went through the transcoding pool before pacing).
+            let swap: fn(u8) -> u8 = match (frame.codec, codec) {
+                (Codec::Pcmu, Codec::Pcma) => g711::ulaw_to_alaw,
+                (Codec::Pcma, Codec::Pcmu) => g711::alaw_to_ulaw,
+                _ => {
+                    self.outputs.push_back(Output::Dropped("unsupported_codec"));
+                    return;
+                }
+            };
             let mut packet = Vec::with_capacity(bytes);
             packet.extend_from_slice(&header);
-            packet.extend(frame.payload.iter().map(|b| match codec {
-                Codec::Pcma => g711::ulaw_to_alaw(*b),
-                Codec::Pcmu => g711::alaw_to_ulaw(*b),
-            }));
+            packet.extend(frame.payload.iter().map(|b| swap(*b)));
             self.outputs.push_back(Output::RtpOwned { dest, packet });
         }
         self.outputs.push_back(Output::Forwarded {
@@ -756,11 +848,29 @@ impl CallCore {
         if range.is_empty() {
             return;
         }
+        // Packets missing in sequence (a short run; a long one is a restart, not loss).
+        let seq = view.sequence();
+        if let Some(last) = self.last_rtp_seq {
+            let missing = seq.wrapping_sub(last).wrapping_sub(1);
+            if (1..=50).contains(&missing) {
+                self.outputs
+                    .push_back(Output::ClientLoss { packets: missing });
+            } else if missing >= 0x8000 {
+                // Late or duplicate: older than what was already forwarded.
+                self.outputs.push_back(Output::Dropped("out_of_order"));
+                return;
+            }
+        }
+        self.last_rtp_seq = Some(seq);
         // Client timeline: starts at the call's elapsed time so RTMP timestamps stay monotonic
         // across early media and answer.
+        let clock = codec.clock_rate();
         let (first_rtp, base) = *self.first_rtp_ts.get_or_insert_with(|| {
             let elapsed = now.saturating_duration_since(self.started);
-            (ts, (elapsed.as_millis() as u32).wrapping_mul(8))
+            (
+                ts,
+                (elapsed.as_millis() as u64 * u64::from(clock) / 1000) as u32,
+            )
         });
         let frame = MediaFrame {
             codec,
@@ -980,6 +1090,10 @@ impl CallCore {
     /// Seconds from start to answer.
     pub fn setup_time(&self) -> Option<Duration> {
         self.answered_at.map(|a| a - self.started)
+    }
+
+    fn pacer_clock(&self) -> u32 {
+        self.pacer.clock_rate()
     }
 
     /// Local RTP port of this call.
@@ -1454,15 +1568,15 @@ mod inbound_and_hold_tests {
     }
 
     #[test]
-    fn answering_an_inbound_call_sends_200_with_one_codec_and_telephone_event() {
+    fn answering_an_inbound_call_sends_200_with_our_first_preference_the_offer_has() {
         let t0 = Instant::now();
         let mut core = CallCore::new_incoming(t0, settings(), &sdp_with("sendrecv", "8 0 101"))
             .expect("offer");
         assert_eq!(core.state(), State::Incoming);
         assert_eq!(
             core.codec(),
-            Some(Codec::Pcma),
-            "the offerer's first shared codec"
+            Some(Codec::Pcmu),
+            "our first preference (PCMU, PCMA) the offer has, whatever the offerer's order"
         );
         core.client_answer(t0);
         let outs = drain(&mut core);
@@ -1478,10 +1592,10 @@ mod inbound_and_hold_tests {
             .expect("200 with SDP");
         let d = sdp::SessionDescription::parse(&answer).expect("answer parses");
         let a = d.first_audio().expect("audio");
-        assert_eq!(a.formats, vec![8, 101]);
+        assert_eq!(a.formats, vec![0, 101]);
         assert!(outs.iter().any(|o| matches!(
             o,
-            Output::Client(ClientCommand::Answered { codec: Codec::Pcma })
+            Output::Client(ClientCommand::Answered { codec: Codec::Pcmu })
         )));
         assert_eq!(core.state(), State::Answered);
     }
