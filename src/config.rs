@@ -866,6 +866,31 @@ mod tests {
     }
 
     #[test]
+    fn rtp_codecs_are_validated_by_name_support_and_uniqueness() {
+        use crate::media::Codec;
+        let ok =
+            Config::from_toml("[rtp]\ncodecs = [\"g722\", \"L16/16000\", \"pcmu\"]\n").unwrap();
+        assert_eq!(
+            ok.rtp_codecs(),
+            vec![Codec::G722, Codec::L16 { rate: 16000 }, Codec::Pcmu]
+        );
+        for (list, why) in [
+            ("[]", "1 to 16"),
+            ("[\"gsm\"]", "unknown codec `gsm`"),
+            ("[\"opus\"]", "not supported yet"),
+            ("[\"pcmu\", \"PCMU\"]", "listed twice"),
+        ] {
+            let err = Config::from_toml(&format!("[rtp]\ncodecs = {list}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("rtp.codecs") && err.contains(why),
+                "{list}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_token_hash_is_named() {
         let err = Config::from_toml("[[users]]\nname = \"a\"\ntoken_sha256 = \"abc\"\n")
             .unwrap_err()

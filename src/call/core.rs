@@ -1177,6 +1177,97 @@ mod tests {
         std::iter::from_fn(|| core.poll_output()).collect()
     }
 
+    #[test]
+    fn the_offer_lists_the_configured_preference_with_rtpmaps_and_telephone_event() {
+        let core = CallCore::new(Instant::now(), settings()).with_codecs(&[
+            Codec::G722,
+            Codec::L16 { rate: 16000 },
+            Codec::Pcmu,
+        ]);
+        let offer = String::from_utf8(core.offer_sdp()).unwrap();
+        assert!(
+            offer.contains("m=audio 30000 RTP/AVP 9 97 0 101"),
+            "static PTs where they exist, 96 + position otherwise:\n{offer}"
+        );
+        assert!(offer.contains("a=rtpmap:9 G722/8000"), "{offer}");
+        assert!(offer.contains("a=rtpmap:97 L16/16000"), "{offer}");
+        assert!(
+            offer.contains("a=rtpmap:101 telephone-event/8000"),
+            "{offer}"
+        );
+    }
+
+    #[test]
+    fn a_g722_answer_sends_client_g711_to_the_transcoder_and_g722_frames_straight_to_rtp() {
+        let t0 = Instant::now();
+        let mut core = CallCore::new(t0, settings()).with_codecs(&[Codec::Pcmu, Codec::G722]);
+        core.sip_answered(t0, &answer("9 101"));
+        assert_eq!(core.codec(), Some(Codec::G722), "the answer decides");
+        drain(&mut core);
+        core.client_audio(t0, frame(0, 0xFF, 160));
+        assert!(
+            matches!(drain(&mut core).as_slice(), [Output::TranscodeToSip(f)] if f.codec == Codec::Pcmu),
+            "PCMU toward a G.722 leg goes to the pool"
+        );
+        let g722 = MediaFrame {
+            codec: Codec::G722,
+            timestamp: 0,
+            marker: true,
+            payload: Bytes::from(vec![0u8; 160]),
+        };
+        core.client_audio(t0, g722);
+        core.handle_timeout(t0 + Duration::from_millis(1), SystemTime::now());
+        let outs = drain(&mut core);
+        assert!(
+            outs.iter()
+                .any(|o| matches!(o, Output::Rtp { header, .. } if header[1] & 0x7F == 9)),
+            "transcoded frames are paced out as PT 9: {outs:?}"
+        );
+    }
+
+    #[test]
+    fn an_inbound_offer_is_answered_with_our_first_preference_it_contains() {
+        let offer = answer("0 8 9 101");
+        let core = CallCore::new_incoming_with(
+            Instant::now(),
+            settings(),
+            &[Codec::G722, Codec::Pcma],
+            &offer,
+        )
+        .expect("offer");
+        assert_eq!(core.codec(), Some(Codec::G722));
+        let none = CallCore::new_incoming_with(
+            Instant::now(),
+            settings(),
+            &[Codec::G722],
+            &answer("0 101"),
+        );
+        assert_eq!(none.err(), Some(488), "no shared codec");
+    }
+
+    #[test]
+    fn a_gap_in_rtp_sequence_numbers_is_reported_before_the_next_audio() {
+        let t0 = Instant::now();
+        let mut core = CallCore::new(t0, settings());
+        core.sip_answered(t0, &answer("0 101"));
+        drain(&mut core);
+        let peer: SocketAddr = PEER.parse().unwrap();
+        core.rtp_received(t0, peer, rtp(10, 1600, 0, &[0xFF; 160]));
+        core.rtp_received(t0, peer, rtp(11, 1760, 0, &[0xFF; 160]));
+        assert!(!drain(&mut core)
+            .iter()
+            .any(|o| matches!(o, Output::ClientLoss { .. })));
+        core.rtp_received(t0, peer, rtp(14, 2240, 0, &[0xFF; 160]));
+        let outs = drain(&mut core);
+        let loss = outs
+            .iter()
+            .position(|o| matches!(o, Output::ClientLoss { packets: 2 }));
+        let audio = outs
+            .iter()
+            .position(|o| matches!(o, Output::Client(ClientCommand::Audio(_))));
+        assert!(loss.is_some() && loss < audio, "{outs:?}");
+    }
+
     fn rtp(seq: u16, ts: u32, pt: u8, payload: &[u8]) -> Bytes {
         let mut p = vec![0x80, pt];
         p.extend_from_slice(&seq.to_be_bytes());
