@@ -194,8 +194,9 @@ async fn media(
                         let s = (phase.sin() * 10_000.0) as i16;
                         phase = (phase + step) % (2.0 * std::f64::consts::PI);
                         out[12 + i] = match codec {
-                            Codec::Pcmu => g711::linear_to_ulaw(s),
                             Codec::Pcma => g711::linear_to_alaw(s),
+                            // The built-in targets negotiate G.711 only.
+                            _ => g711::linear_to_ulaw(s),
                         };
                     }
                     if rtp::write_header(&mut out[..12], pt, false, seq, ts, ssrc).is_ok() {

@@ -214,6 +214,9 @@ pub struct RtpConfig {
     pub dscp: u8,
     /// RTP payload type offered for RFC 4733 telephone-event.
     pub telephone_event_pt: u8,
+    /// Codecs offered on the SIP leg, most preferred first (`pcmu`, `pcma`, `g722`, `l16`,
+    /// `l16/16000`, …; see [`crate::media::Codec::from_config_name`]).
+    pub codecs: Vec<String>,
 }
 
 impl Default for RtpConfig {
@@ -229,6 +232,7 @@ impl Default for RtpConfig {
             socket_buffer_bytes: 256 * 1024,
             dscp: 46,
             telephone_event_pt: 101,
+            codecs: vec!["pcmu".into(), "pcma".into(), "g722".into()],
         }
     }
 }
@@ -383,6 +387,39 @@ fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
 }
 
 impl Config {
+    /// The SIP leg's codec preference (`rtp.codecs`), validated.
+    pub fn rtp_codecs(&self) -> Vec<crate::media::Codec> {
+        self.rtp
+            .codecs
+            .iter()
+            .filter_map(|n| crate::media::Codec::from_config_name(n))
+            .collect()
+    }
+
+    fn validate_codecs(&self) -> Result<(), ConfigError> {
+        const KEY: &str = "rtp.codecs";
+        if self.rtp.codecs.is_empty() || self.rtp.codecs.len() > 16 {
+            return Err(invalid(KEY, "must list 1 to 16 codecs"));
+        }
+        let mut seen = Vec::new();
+        for name in &self.rtp.codecs {
+            let Some(codec) = crate::media::Codec::from_config_name(name) else {
+                return Err(invalid(
+                    KEY,
+                    format!("unknown codec `{name}` (pcmu, pcma, g722, l16, l16/16000, l16/44100, l16/48000)"),
+                ));
+            };
+            if !codec.transcodable() {
+                return Err(invalid(KEY, format!("codec `{name}` is not supported yet")));
+            }
+            if seen.contains(&codec) {
+                return Err(invalid(KEY, format!("`{name}` is listed twice")));
+            }
+            seen.push(codec);
+        }
+        Ok(())
+    }
+
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -476,6 +513,7 @@ impl Config {
                 "must be a dynamic payload type 96..=127",
             ));
         }
+        self.validate_codecs()?;
         if self.sip.t1_ms == 0 || self.sip.t2_ms < self.sip.t1_ms {
             return Err(invalid("sip.t2_ms", "need 0 < t1_ms <= t2_ms"));
         }
@@ -825,6 +863,31 @@ mod tests {
             err.contains("users[0].targets") && err.contains("carol"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn rtp_codecs_are_validated_by_name_support_and_uniqueness() {
+        use crate::media::Codec;
+        let ok =
+            Config::from_toml("[rtp]\ncodecs = [\"g722\", \"L16/16000\", \"pcmu\"]\n").unwrap();
+        assert_eq!(
+            ok.rtp_codecs(),
+            vec![Codec::G722, Codec::L16 { rate: 16000 }, Codec::Pcmu]
+        );
+        for (list, why) in [
+            ("[]", "1 to 16"),
+            ("[\"gsm\"]", "unknown codec `gsm`"),
+            ("[\"opus\"]", "not supported yet"),
+            ("[\"pcmu\", \"PCMU\"]", "listed twice"),
+        ] {
+            let err = Config::from_toml(&format!("[rtp]\ncodecs = {list}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("rtp.codecs") && err.contains(why),
+                "{list}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod rtp_leg;
 pub mod session;
 pub mod sip;
 pub mod sip_endpoint;
+pub mod transcode;
 pub mod tunnel;
 pub mod web;
 pub mod ws;

@@ -1,61 +1,388 @@
-//! The media frame that moves between legs, and the codecs the call core knows.
+//! The media frame that moves between legs, the codecs the relay can name on either leg, and
+//! what a client leg can receive.
 
 use bytes::Bytes;
 
-/// An audio codec both legs can name (RTP payload type, FLV sound format).
+/// An audio codec one of the legs can name: on the SIP leg by SDP `rtpmap` (RFC 3551, 7587,
+/// 5574), on an RTMP leg by FLV sound format (Adobe FLV spec E.4.2.1).
+///
+/// | codec | RTP (`rtpmap`) | FLV format | audio rate | timestamp clock |
+/// |---|---|---|---|---|
+/// | `Pcmu` | PT 0 `PCMU/8000` | 8 | 8 kHz | 8000 |
+/// | `Pcma` | PT 8 `PCMA/8000` | 7 | 8 kHz | 8000 |
+/// | `L16` | `L16/rate` (big-endian), PT 11 at 44.1 kHz | — | rate | rate |
+/// | `PcmLe` | — | 0, 3 (little-endian) | rate | rate |
+/// | `G722` | PT 9 `G722/8000` (RFC 3551 §4.5.2 quirk) | — | 16 kHz | **8000** |
+/// | `Nellymoser` | — | 4 (16 kHz), 5 (8 kHz), 6 (any) | rate | rate |
+/// | `Speex` | `speex/8000`, `speex/16000` | 11 | rate | rate |
+/// | `Opus` | `opus/48000/2` (RFC 7587) | — | 48 kHz | 48000 |
+/// | `Aac` | — | 10 | rate | rate |
+///
+/// Speex, Opus and AAC are named here so negotiation and FLV detection can recognise them;
+/// their coders are not wired yet ([`Codec::transcodable`] is false).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Codec {
-    /// G.711 µ-law: RTP PT 0, FLV sound format 8.
+    /// G.711 µ-law.
     Pcmu,
-    /// G.711 A-law: RTP PT 8, FLV sound format 7.
+    /// G.711 A-law.
     Pcma,
+    /// Linear 16-bit PCM, big-endian, mono, at `rate` Hz (RTP L16).
+    L16 { rate: u32 },
+    /// Linear 16-bit PCM, little-endian, at `rate` Hz (FLV sound formats 0 and 3).
+    PcmLe { rate: u32, stereo: bool },
+    /// G.722 (16 kHz audio, 8000 Hz RTP clock).
+    G722,
+    /// Nellymoser Asao at `rate` Hz (FLV only).
+    Nellymoser { rate: u32 },
+    /// Speex at 8000 (narrowband) or 16000 Hz (wideband). Not transcodable yet.
+    Speex { rate: u32 },
+    /// Opus (48 kHz clock). Not transcodable yet.
+    Opus,
+    /// AAC-LC (FLV format 10), at the rate its AudioSpecificConfig names. Not decodable yet.
+    Aac { rate: u32, stereo: bool },
 }
 
+/// Dynamic RTP payload types we offer for codecs without a static one (RFC 3551 §6).
+const DYNAMIC_PT_BASE: u8 = 96;
+
 impl Codec {
-    /// Static RTP payload type (RFC 3551).
-    pub fn rtp_payload_type(self) -> u8 {
+    /// Short lowercase name for logs, metric labels and the config (`rtp.codecs`).
+    pub fn name(self) -> &'static str {
         match self {
-            Codec::Pcmu => 0,
-            Codec::Pcma => 8,
+            Codec::Pcmu => "pcmu",
+            Codec::Pcma => "pcma",
+            Codec::L16 { .. } => "l16",
+            Codec::PcmLe { .. } => "pcm_s16le",
+            Codec::G722 => "g722",
+            Codec::Nellymoser { .. } => "nellymoser",
+            Codec::Speex { .. } => "speex",
+            Codec::Opus => "opus",
+            Codec::Aac { .. } => "aac",
         }
     }
-    /// Codec from a static RTP payload type.
+
+    /// A codec from its config name: `pcmu`, `pcma`, `g722`, `l16` (8 kHz) or `l16/RATE`,
+    /// `speex` (8 kHz) or `speex/16000`, `opus`. Case-insensitive.
+    pub fn from_config_name(name: &str) -> Option<Codec> {
+        let lower = name.to_ascii_lowercase();
+        let (base, rate) = match lower.split_once('/') {
+            Some((b, r)) => (b, Some(r.parse::<u32>().ok()?)),
+            None => (lower.as_str(), None),
+        };
+        match (base, rate) {
+            ("pcmu", None) => Some(Codec::Pcmu),
+            ("pcma", None) => Some(Codec::Pcma),
+            ("g722", None) => Some(Codec::G722),
+            ("opus", None) => Some(Codec::Opus),
+            ("l16", None) => Some(Codec::L16 { rate: 8000 }),
+            ("l16", Some(r)) if [8000, 16000, 44100, 48000].contains(&r) => {
+                Some(Codec::L16 { rate: r })
+            }
+            ("speex", None) => Some(Codec::Speex { rate: 8000 }),
+            ("speex", Some(r)) if r == 8000 || r == 16000 => Some(Codec::Speex { rate: r }),
+            _ => None,
+        }
+    }
+
+    /// Whether the relay can decode and encode this codec today (Speex, Opus and AAC wait for
+    /// their wrappers; see `transcode`).
+    pub fn transcodable(self) -> bool {
+        match self {
+            Codec::Pcmu
+            | Codec::Pcma
+            | Codec::L16 { .. }
+            | Codec::PcmLe { .. }
+            | Codec::G722
+            | Codec::Nellymoser { .. } => true,
+            Codec::Speex { .. } | Codec::Opus | Codec::Aac { .. } => false,
+        }
+    }
+
+    /// Static RTP payload type (RFC 3551 table 4), if the codec has one.
+    pub fn static_payload_type(self) -> Option<u8> {
+        match self {
+            Codec::Pcmu => Some(0),
+            Codec::Pcma => Some(8),
+            Codec::G722 => Some(9),
+            Codec::L16 { rate: 44100 } => Some(11),
+            _ => None,
+        }
+    }
+
+    /// RTP payload type to offer: the static one, or `96 + index` (dynamic) for the codec at
+    /// `index` of our preference list.
+    pub fn offer_payload_type(self, index: usize) -> u8 {
+        self.static_payload_type()
+            .unwrap_or(DYNAMIC_PT_BASE.saturating_add(u8::try_from(index).unwrap_or(0).min(31)))
+    }
+
+    /// The payload type of this codec in a WebSocket/RFC 4571 audio frame (G.711 only there):
+    /// its static payload type, or 96 for a codec with a dynamic one.
+    pub fn rtp_payload_type(self) -> u8 {
+        self.static_payload_type().unwrap_or(DYNAMIC_PT_BASE)
+    }
+
+    /// Codec from a static RTP payload type (0 PCMU, 8 PCMA, 9 G.722).
     pub fn from_rtp_payload_type(pt: u8) -> Option<Codec> {
         match pt {
             0 => Some(Codec::Pcmu),
             8 => Some(Codec::Pcma),
+            9 => Some(Codec::G722),
             _ => None,
         }
     }
-    /// FLV audio tag sound format.
-    pub fn flv_sound_format(self) -> u8 {
+
+    /// SDP `rtpmap` encoding name, clock rate and channel count, for codecs RTP can carry.
+    pub fn rtpmap(self) -> Option<(&'static str, u32, Option<u8>)> {
         match self {
-            Codec::Pcmu => 8,
-            Codec::Pcma => 7,
+            Codec::Pcmu => Some(("PCMU", 8000, None)),
+            Codec::Pcma => Some(("PCMA", 8000, None)),
+            // RFC 3551 §4.5.2: G.722 is sampled at 16 kHz but its RTP clock is 8000.
+            Codec::G722 => Some(("G722", 8000, None)),
+            Codec::L16 { rate } => Some(("L16", rate, None)),
+            Codec::Speex { rate } => Some(("speex", rate, None)),
+            // RFC 7587 §7: always `opus/48000/2`.
+            Codec::Opus => Some(("opus", 48000, Some(2))),
+            Codec::PcmLe { .. } | Codec::Nellymoser { .. } | Codec::Aac { .. } => None,
         }
     }
-    /// Codec from an FLV audio tag sound format.
-    pub fn from_flv_sound_format(format: u8) -> Option<Codec> {
+
+    /// SDP encoding name (rtpmap); `""` for codecs RTP does not carry.
+    pub fn encoding_name(self) -> &'static str {
+        self.rtpmap().map(|(n, _, _)| n).unwrap_or("")
+    }
+
+    /// The codec an `rtpmap` names (`name/clock[/channels]`). L16 is accepted mono only.
+    pub fn from_rtpmap(name: &str, clock: u32, channels: Option<u8>) -> Option<Codec> {
+        let mono = matches!(channels, None | Some(1));
+        if name.eq_ignore_ascii_case("PCMU") && clock == 8000 && mono {
+            Some(Codec::Pcmu)
+        } else if name.eq_ignore_ascii_case("PCMA") && clock == 8000 && mono {
+            Some(Codec::Pcma)
+        } else if name.eq_ignore_ascii_case("G722") && clock == 8000 && mono {
+            Some(Codec::G722)
+        } else if name.eq_ignore_ascii_case("L16")
+            && mono
+            && [8000, 16000, 44100, 48000].contains(&clock)
+        {
+            Some(Codec::L16 { rate: clock })
+        } else if name.eq_ignore_ascii_case("speex") && (clock == 8000 || clock == 16000) {
+            Some(Codec::Speex { rate: clock })
+        } else if name.eq_ignore_ascii_case("opus") && clock == 48000 {
+            Some(Codec::Opus)
+        } else {
+            None
+        }
+    }
+
+    /// FLV audio tag header byte (format, rate, size, type) for codecs FLV can carry.
+    pub fn flv_tag_header(self) -> Option<u8> {
+        // Rate bits: 0 = 5.5 kHz (also what ffmpeg writes for 8/16 kHz PCM and G.711),
+        // 1 = 11, 2 = 22, 3 = 44 kHz. The real rate of PCM goes in onMetaData.
+        let rate_bits = |rate: u32| match rate {
+            11025 => 1,
+            22050 => 2,
+            44100 | 48000 => 3,
+            _ => 0,
+        };
+        let (format, rate, stereo) = match self {
+            Codec::Pcmu => (8, 0, false),
+            Codec::Pcma => (7, 0, false),
+            Codec::PcmLe { rate, stereo } => (3, rate_bits(rate), stereo),
+            Codec::Nellymoser { rate: 16000 } => (4, 0, false),
+            Codec::Nellymoser { rate: 8000 } => (5, 0, false),
+            Codec::Nellymoser { rate } => (6, rate_bits(rate), false),
+            Codec::Speex { .. } => (11, 0, false),
+            Codec::Aac { stereo, .. } => (10, 3, stereo),
+            Codec::L16 { .. } | Codec::G722 | Codec::Opus => return None,
+        };
+        Some((format << 4) | (rate << 2) | 0x02 | u8::from(stereo))
+    }
+
+    /// FLV sound format (the header's top four bits), for codecs FLV can carry.
+    pub fn flv_sound_format(self) -> Option<u8> {
+        self.flv_tag_header().map(|h| h >> 4)
+    }
+
+    /// The codec an FLV audio tag header names. `metadata_rate` is the stream's
+    /// `onMetaData.audiosamplerate`, which PCM needs (its header cannot say 8 or 16 kHz).
+    /// None for formats the relay cannot name (ADPCM, MP3, 8-bit PCM, device-specific).
+    pub fn from_flv(tag_header: u8, metadata_rate: Option<u32>) -> Option<Codec> {
+        let format = tag_header >> 4;
+        let sixteen_bit = tag_header & 0x02 != 0;
+        let stereo = tag_header & 0x01 != 0;
+        let header_rate = match (tag_header >> 2) & 0x03 {
+            0 => 5512,
+            1 => 11025,
+            2 => 22050,
+            _ => 44100,
+        };
         match format {
             8 => Some(Codec::Pcmu),
             7 => Some(Codec::Pcma),
+            0 | 3 if sixteen_bit => Some(Codec::PcmLe {
+                // ffmpeg writes rate bits 0 for 8 and 16 kHz and names the rate in metadata;
+                // without metadata, 5.5 kHz means 8 kHz in practice.
+                rate: metadata_rate.unwrap_or(if header_rate == 5512 {
+                    8000
+                } else {
+                    header_rate
+                }),
+                stereo,
+            }),
+            4 => Some(Codec::Nellymoser { rate: 16000 }),
+            5 => Some(Codec::Nellymoser { rate: 8000 }),
+            6 => Some(Codec::Nellymoser {
+                rate: metadata_rate.unwrap_or(header_rate),
+            }),
+            10 => Some(Codec::Aac {
+                rate: metadata_rate.unwrap_or(44100),
+                stereo,
+            }),
+            11 => Some(Codec::Speex { rate: 16000 }),
             _ => None,
         }
     }
-    /// SDP encoding name (rtpmap).
-    pub fn encoding_name(self) -> &'static str {
+
+    /// Clock of this codec's timestamps (RTP clock; G.722's is 8000, Opus's 48000).
+    pub fn clock_rate(self) -> u32 {
         match self {
-            Codec::Pcmu => "PCMU",
-            Codec::Pcma => "PCMA",
+            Codec::Pcmu | Codec::Pcma | Codec::G722 => 8000,
+            Codec::Opus => 48000,
+            Codec::L16 { rate }
+            | Codec::PcmLe { rate, .. }
+            | Codec::Nellymoser { rate }
+            | Codec::Speex { rate }
+            | Codec::Aac { rate, .. } => rate,
         }
     }
-    /// RTP clock rate in Hz.
-    pub fn clock_rate(self) -> u32 {
-        8000
+
+    /// Audio sample rate (G.722: 16000 although its clock is 8000).
+    pub fn sample_rate(self) -> u32 {
+        match self {
+            Codec::G722 => 16000,
+            other => other.clock_rate(),
+        }
     }
-    /// Bytes of payload per millisecond of audio.
-    pub fn bytes_per_ms(self) -> usize {
-        8
+
+    /// Channels of the encoded audio.
+    pub fn channels(self) -> usize {
+        match self {
+            Codec::PcmLe { stereo: true, .. } | Codec::Aac { stereo: true, .. } => 2,
+            _ => 1,
+        }
+    }
+
+    /// Bytes of payload per millisecond for constant-rate codecs whose millisecond is a whole
+    /// number of bytes (G.711, G.722, L16 at 8/16/48 kHz); None otherwise.
+    pub fn bytes_per_ms(self) -> Option<usize> {
+        match self {
+            Codec::Pcmu | Codec::Pcma | Codec::G722 => Some(8),
+            Codec::L16 { rate } | Codec::PcmLe { rate, .. } if rate % 1000 == 0 => {
+                Some(rate as usize / 1000 * 2 * self.channels())
+            }
+            _ => None,
+        }
+    }
+
+    /// Timestamp ticks (in [`Codec::clock_rate`]) a payload of `len` bytes spans, for codecs
+    /// where the length says it.
+    pub fn ticks_for_len(self, len: usize) -> Option<u32> {
+        let ticks = match self {
+            Codec::Pcmu | Codec::Pcma | Codec::G722 => len,
+            Codec::L16 { .. } => len / 2,
+            Codec::PcmLe { .. } => len / (2 * self.channels()),
+            Codec::Nellymoser { .. } => len / 64 * 256,
+            Codec::Speex { .. } | Codec::Opus | Codec::Aac { .. } => return None,
+        };
+        u32::try_from(ticks).ok()
+    }
+}
+
+/// What a client leg can receive, and so which codec the call sends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientCaps {
+    /// G.711 only (WebSocket, RFC 4571 tunnel).
+    G711,
+    /// An RTMP player: the `audioCodecs` bitmask of its NetConnection `connect` (Flash
+    /// `SUPPORT_SND_*`), if it sent one.
+    Flash { audio_codecs: Option<u16> },
+}
+
+/// Flash `SUPPORT_SND_*` bits of the `connect` command's `audioCodecs`.
+pub mod flash_snd {
+    /// Nellymoser at 8 kHz.
+    pub const NELLY8: u16 = 0x0020;
+    /// Nellymoser at any rate.
+    pub const NELLY: u16 = 0x0040;
+    /// G.711 A-law.
+    pub const G711A: u16 = 0x0080;
+    /// G.711 µ-law.
+    pub const G711U: u16 = 0x0100;
+    /// Nellymoser at 16 kHz.
+    pub const NELLY16: u16 = 0x0200;
+    /// AAC.
+    pub const AAC: u16 = 0x0400;
+    /// Speex.
+    pub const SPEEX: u16 = 0x0800;
+}
+
+impl ClientCaps {
+    /// The codec to send this client when the SIP leg uses `sip`: `sip` itself when the
+    /// client can take it (pass-through), µ⇄A-law when it takes only the other law, else the
+    /// most bandwidth-efficient codec it decodes that the relay can encode (Nellymoser at
+    /// the SIP leg's rate, then G.711), else PCM at the SIP leg's rate.
+    pub fn choose(self, sip: Codec) -> Codec {
+        match self {
+            ClientCaps::G711 => match sip {
+                Codec::Pcma => Codec::Pcma,
+                _ => Codec::Pcmu,
+            },
+            ClientCaps::Flash { audio_codecs } => {
+                let Some(bits) = audio_codecs else {
+                    return match sip {
+                        Codec::Pcmu | Codec::Pcma => sip,
+                        other => Codec::PcmLe {
+                            rate: pcm_rate(other.sample_rate()),
+                            stereo: false,
+                        },
+                    };
+                };
+                let has = |b: u16| bits & b != 0;
+                match sip {
+                    Codec::Pcmu if has(flash_snd::G711U) => return sip,
+                    Codec::Pcma if has(flash_snd::G711A) => return sip,
+                    _ => {}
+                }
+                // Transcoding anyway: the thin client leg gets the fewest bits per second.
+                let wideband = sip.sample_rate() >= 16000;
+                if wideband && (has(flash_snd::NELLY16) || has(flash_snd::NELLY)) {
+                    return Codec::Nellymoser { rate: 16000 };
+                }
+                if has(flash_snd::NELLY8) || has(flash_snd::NELLY) {
+                    return Codec::Nellymoser { rate: 8000 };
+                }
+                if has(flash_snd::G711U) {
+                    return Codec::Pcmu;
+                }
+                if has(flash_snd::G711A) {
+                    return Codec::Pcma;
+                }
+                Codec::PcmLe {
+                    rate: pcm_rate(sip.sample_rate()),
+                    stereo: false,
+                }
+            }
+        }
+    }
+}
+
+/// A PCM rate the resampler handles for `rate`.
+fn pcm_rate(rate: u32) -> u32 {
+    if skybridge_codecs::resample::SUPPORTED_RATES.contains(&rate) {
+        rate
+    } else {
+        16000
     }
 }
 
@@ -67,4 +394,92 @@ pub struct MediaFrame {
     pub timestamp: u32,
     pub marker: bool,
     pub payload: Bytes,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn g722_and_opus_carry_their_rfc_clock_quirks() {
+        assert_eq!(Codec::G722.rtpmap(), Some(("G722", 8000, None)));
+        assert_eq!(Codec::G722.sample_rate(), 16000);
+        assert_eq!(Codec::G722.clock_rate(), 8000);
+        assert_eq!(Codec::Opus.rtpmap(), Some(("opus", 48000, Some(2))));
+        assert_eq!(
+            Codec::from_rtpmap("speex", 16000, None),
+            Some(Codec::Speex { rate: 16000 })
+        );
+        assert_eq!(
+            Codec::from_rtpmap("L16", 16000, None),
+            Some(Codec::L16 { rate: 16000 })
+        );
+        assert_eq!(Codec::from_rtpmap("L16", 16000, Some(2)), None);
+    }
+
+    #[test]
+    fn flv_headers_round_trip_through_from_flv() {
+        for c in [
+            Codec::Pcmu,
+            Codec::Pcma,
+            Codec::Nellymoser { rate: 8000 },
+            Codec::Nellymoser { rate: 16000 },
+            Codec::Nellymoser { rate: 22050 },
+            Codec::PcmLe {
+                rate: 44100,
+                stereo: true,
+            },
+        ] {
+            let h = c.flv_tag_header().unwrap_or_default();
+            assert_eq!(Codec::from_flv(h, None), Some(c), "{c:?}");
+        }
+        // ffmpeg's pcm_s16le at 16 kHz: header says 5.5 kHz, metadata says 16000.
+        assert_eq!(
+            Codec::from_flv(0x32, Some(16000)),
+            Some(Codec::PcmLe {
+                rate: 16000,
+                stereo: false
+            })
+        );
+        assert_eq!(Codec::from_flv(0x2E, None), None, "mp3 is not named");
+        assert_eq!(Codec::from_flv(0x30, None), None, "8-bit PCM is not named");
+    }
+
+    #[test]
+    fn config_names_parse_and_reject_unknown_rates() {
+        assert_eq!(Codec::from_config_name("PCMU"), Some(Codec::Pcmu));
+        assert_eq!(
+            Codec::from_config_name("l16/16000"),
+            Some(Codec::L16 { rate: 16000 })
+        );
+        assert_eq!(Codec::from_config_name("l16/12345"), None);
+        assert_eq!(Codec::from_config_name("gsm"), None);
+    }
+
+    #[test]
+    fn flash_players_get_pass_through_or_the_leanest_codec_they_decode() {
+        let ffmpeg = ClientCaps::Flash {
+            audio_codecs: Some(4071),
+        };
+        assert_eq!(ffmpeg.choose(Codec::Pcmu), Codec::Pcmu, "pass-through");
+        assert_eq!(
+            ffmpeg.choose(Codec::G722),
+            Codec::Nellymoser { rate: 16000 },
+            "wideband kept at half G.711's bit rate"
+        );
+        let g711_only = ClientCaps::Flash {
+            audio_codecs: Some(flash_snd::G711A),
+        };
+        assert_eq!(g711_only.choose(Codec::Pcmu), Codec::Pcma);
+        let unknown = ClientCaps::Flash { audio_codecs: None };
+        assert_eq!(unknown.choose(Codec::Pcma), Codec::Pcma);
+        assert_eq!(
+            unknown.choose(Codec::G722),
+            Codec::PcmLe {
+                rate: 16000,
+                stereo: false
+            }
+        );
+        assert_eq!(ClientCaps::G711.choose(Codec::G722), Codec::Pcmu);
+    }
 }

@@ -121,7 +121,11 @@ mod tests {
             false,
         );
         let (control, _) = mpsc::unbounded_channel();
-        ClientSink { audio, control }
+        ClientSink {
+            audio,
+            control,
+            caps: crate::media::ClientCaps::G711,
+        }
     }
 
     #[test]

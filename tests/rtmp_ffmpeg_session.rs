@@ -232,9 +232,9 @@ async fn ffmpeg_publishes_mulaw_and_we_get_connect_publish_and_audio() {
         })
         .collect();
     let connect = events.iter().find_map(|e| match e {
-        RtmpEvent::Connect { app, tc_url, token } => {
-            Some((app.clone(), tc_url.clone(), token.clone()))
-        }
+        RtmpEvent::Connect {
+            app, tc_url, token, ..
+        } => Some((app.clone(), tc_url.clone(), token.clone())),
         _ => None,
     });
     assert_eq!(

@@ -1,5 +1,6 @@
-//! A stock RTMP client publishing a codec we do not carry yet (AAC, ffmpeg's default) gets an
-//! `_error` naming the format, and skybridge logs it with the peer address and counts it.
+//! A stock RTMP client publishing a codec we do not decode yet (AAC, ffmpeg's default; Speex
+//! until its wrapper lands) gets an `_error` naming the format, and skybridge logs it with the
+//! peer address and counts it. (PCM and Nellymoser are transcoded: tests/codecs_interop.rs.)
 
 mod common;
 
@@ -10,6 +11,17 @@ use common::procs::{free_port_block, free_tcp_port, free_udp_port, wait_until, C
 
 #[test]
 fn aac_publish_gets_an_error_naming_the_format() {
+    refused_with_an_error_naming_it("aac", 44100, "aac");
+}
+
+#[test]
+fn speex_publish_gets_an_error_naming_the_format() {
+    refused_with_an_error_naming_it("speex", 16000, "speex");
+}
+
+fn refused_with_an_error_naming_it(codec: &str, rate: u32, name: &str) {
+    // One relay at a time: each picks free ports.
+    let _serial = common::scenario::serial();
     let dir = TestDir::new("unsupported_format");
     let rtmp = free_tcp_port();
     let http = free_tcp_port();
@@ -56,7 +68,11 @@ fn aac_publish_gets_an_error_naming_the_format() {
             "-i",
             "sine=f=1000:d=3",
             "-c:a",
-            "aac",
+            codec,
+            "-ar",
+            &rate.to_string(),
+            "-ac",
+            "1",
             "-f",
             "flv",
             &format!("rtmp://127.0.0.1:{rtmp}/call/echo"),
@@ -69,13 +85,13 @@ fn aac_publish_gets_an_error_naming_the_format() {
     assert!(!status.success(), "ffmpeg should fail on the server error");
     let said = ffmpeg.stderr_text();
     assert!(
-        said.contains("Server error: unsupported audio format aac"),
+        said.contains(&format!("Server error: unsupported audio format {name}")),
         "ffmpeg did not report our _error: {}",
         ffmpeg.tails(2000)
     );
     let logged = wait_until(Duration::from_secs(5), || {
         let log = relay.stderr_text();
-        log.contains("unsupported audio format aac") && log.contains("peer=127.0.0.1:")
+        log.contains(&format!("unsupported audio format {name}")) && log.contains("peer=127.0.0.1:")
     });
     assert!(
         logged,

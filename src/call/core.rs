@@ -107,6 +107,14 @@ pub enum Output {
         sdp: Vec<u8>,
     },
     Dropped(DropReason),
+    /// A client frame in a codec the SIP leg does not use: transcode it (off the I/O path)
+    /// to [`CallCore::codec`] and give the result back to [`CallCore::client_audio`].
+    TranscodeToSip(MediaFrame),
+    /// RTP sequence numbers show `packets` missing before the next audio toward the client
+    /// (the driver conceals them).
+    ClientLoss {
+        packets: u16,
+    },
     /// A packet forwarded (for metrics): leg, direction, bytes.
     Forwarded {
         toward_sip: bool,
@@ -152,6 +160,10 @@ pub struct CallCore {
     outputs: VecDeque<Output>,
     /// Codec on the SIP leg (from the answer) and its payload type there.
     sip_codec: Option<(Codec, u8)>,
+    /// Our codec preference toward SIP (`rtp.codecs`).
+    codecs: Vec<Codec>,
+    /// Sequence number of the last audio packet from RTP (loss detection toward the client).
+    last_rtp_seq: Option<u16>,
     remote_te_pt: Option<u8>,
     remote_rtp: Option<SocketAddr>,
     remote_rtcp: Option<SocketAddr>,
@@ -204,6 +216,8 @@ impl CallCore {
             answered_at: None,
             outputs: VecDeque::with_capacity(64),
             sip_codec: None,
+            codecs: vec![Codec::Pcmu, Codec::Pcma],
+            last_rtp_seq: None,
             remote_te_pt: None,
             remote_rtp: None,
             remote_rtcp: None,
@@ -229,6 +243,21 @@ impl CallCore {
         }
     }
 
+    /// Sets the codec preference toward SIP (default PCMU, PCMA): the offer lists these in
+    /// this order; an inbound offer is answered with the first of them it contains. Codecs
+    /// RTP cannot carry are ignored; an empty list keeps the default.
+    pub fn with_codecs(mut self, codecs: &[Codec]) -> CallCore {
+        let usable: Vec<Codec> = codecs
+            .iter()
+            .copied()
+            .filter(|c| c.rtpmap().is_some())
+            .collect();
+        if !usable.is_empty() {
+            self.codecs = usable;
+        }
+        self
+    }
+
     /// An inbound call: `offer` is the INVITE's SDP. Errors with the SIP status to reject with
     /// (488 when no audio codec is shared).
     pub fn new_incoming(
@@ -236,7 +265,17 @@ impl CallCore {
         settings: CallSettings,
         offer: &[u8],
     ) -> Result<CallCore, u16> {
-        let mut core = CallCore::new(now, settings);
+        CallCore::new_incoming_with(now, settings, &[], offer)
+    }
+
+    /// [`CallCore::new_incoming`] with a codec preference (see [`CallCore::with_codecs`]).
+    pub fn new_incoming_with(
+        now: Instant,
+        settings: CallSettings,
+        codecs: &[Codec],
+        offer: &[u8],
+    ) -> Result<CallCore, u16> {
+        let mut core = CallCore::new(now, settings).with_codecs(codecs);
         if !core.apply_remote_sdp(offer, true) {
             return Err(488);
         }
@@ -251,8 +290,8 @@ impl CallCore {
 
     fn local_sdp(&mut self, direction: sdp::Direction, offer: bool) -> Vec<u8> {
         let codecs = match (offer, self.sip_codec) {
-            (false, Some((c, pt))) => vec![(pt, c.encoding_name(), 8000)],
-            _ => vec![(0, "PCMU", 8000), (8, "PCMA", 8000)],
+            (false, Some((c, pt))) => vec![(pt, c.encoding_name(), c.clock_rate())],
+            _ => self.offered_codecs(),
         };
         let telephone_event = if offer {
             self.remote_te_pt.or(Some(self.settings.telephone_event_pt))
@@ -421,7 +460,20 @@ impl CallCore {
         self.state
     }
 
-    /// Our SDP offer: PCMU, PCMA and telephone-event, at our RTP address.
+    /// Our preference as SDP formats: static payload types where they exist, dynamic ones
+    /// (96 + position) otherwise.
+    fn offered_codecs(&self) -> Vec<(u8, &'static str, u32)> {
+        self.codecs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let (name, clock, _) = c.rtpmap()?;
+                Some((c.offer_payload_type(i), name, clock))
+            })
+            .collect()
+    }
+
+    /// Our SDP offer: the codec preference and telephone-event, at our RTP address.
     pub fn offer_sdp(&self) -> Vec<u8> {
         sdp::SdpBuilder {
             username: "skybridge".into(),
@@ -429,7 +481,7 @@ impl CallCore {
             session_version: 1,
             address: self.settings.rtp_ip,
             port: self.settings.rtp_port,
-            codecs: vec![(0, "PCMU", 8000), (8, "PCMA", 8000)],
+            codecs: self.offered_codecs(),
             telephone_event: Some(self.settings.telephone_event_pt),
             ptime: Some(self.settings.ptime.as_millis() as u32),
             direction: sdp::Direction::SendRecv,
@@ -438,7 +490,7 @@ impl CallCore {
     }
 
     /// Applies an SDP answer (or early-media SDP). Returns false if it has no usable audio.
-    fn apply_remote_sdp(&mut self, body: &[u8], _is_offer: bool) -> bool {
+    fn apply_remote_sdp(&mut self, body: &[u8], is_offer: bool) -> bool {
         let Ok(desc) = sdp::SessionDescription::parse(body) else {
             return false;
         };
@@ -451,19 +503,24 @@ impl CallCore {
         if audio.port == 0 {
             return false;
         }
-        // The answer's first format we support wins (RFC 3264 §6.1: answerer's order).
-        let mut chosen = None;
-        for pt in &audio.formats {
-            let codec = match audio.encoding_of(*pt) {
-                Some((name, 8000)) if name.eq_ignore_ascii_case("PCMU") => Some(Codec::Pcmu),
-                Some((name, 8000)) if name.eq_ignore_ascii_case("PCMA") => Some(Codec::Pcma),
-                _ => None,
-            };
-            if let Some(c) = codec {
-                chosen = Some((c, *pt));
-                break;
-            }
-        }
+        let offered: Vec<(Codec, u8)> = audio
+            .formats
+            .iter()
+            .filter_map(|pt| {
+                let (name, clock) = audio.encoding_of(*pt)?;
+                let codec = Codec::from_rtpmap(name, clock, None)?;
+                self.codecs.contains(&codec).then_some((codec, *pt))
+            })
+            .collect();
+        let chosen = if is_offer {
+            // We answer: the first of our preferences the offer contains.
+            self.codecs
+                .iter()
+                .find_map(|c| offered.iter().find(|(o, _)| o == c).copied())
+        } else {
+            // The answer decides: its first format we offered (RFC 3264 §6.1).
+            offered.first().copied()
+        };
         let Some(chosen) = chosen else {
             return false;
         };
@@ -472,6 +529,10 @@ impl CallCore {
             Some((c, pt)) if audio.formats.contains(&pt) => (c, pt),
             _ => chosen,
         };
+        if chosen.0.clock_rate() != self.pacer_clock() {
+            let capacity = (self.settings.max_delay.as_millis() as usize / 10).max(8) * 4;
+            self.pacer = Pacer::new(chosen.0.clock_rate(), self.settings.max_delay, capacity);
+        }
         self.sip_codec = Some(chosen);
         self.remote_te_pt = audio.payload_type_for("telephone-event", 8000);
         let rtp = SocketAddr::new(ip, audio.port);
@@ -572,14 +633,34 @@ impl CallCore {
         if self.state == State::Ended {
             return;
         }
-        let step = self.settings.ptime.as_millis() as usize * frame.codec.bytes_per_ms();
+        let sip = self.codec();
+        let law_swap = matches!(
+            (frame.codec, sip),
+            (Codec::Pcmu, Some(Codec::Pcma)) | (Codec::Pcma, Some(Codec::Pcmu))
+        );
+        if sip != Some(frame.codec) && !law_swap {
+            if sip.is_some() {
+                self.outputs.push_back(Output::TranscodeToSip(frame));
+            } else {
+                self.outputs.push_back(Output::Dropped("not_answered"));
+            }
+            return;
+        }
+        let Some(per_ms) = frame.codec.bytes_per_ms() else {
+            if let Some(Paced::DroppedQueueFull) = self.pacer.push(now, frame) {
+                self.outputs.push_back(Output::Dropped("queue_full"));
+            }
+            return;
+        };
+        let step = self.settings.ptime.as_millis() as usize * per_ms;
+        let ticks_per_byte = |n: usize| frame.codec.ticks_for_len(n).unwrap_or(n as u32);
         let mut offset = 0usize;
         let len = frame.payload.len();
         while offset < len {
             let end = (offset + step).min(len);
             let piece = MediaFrame {
                 codec: frame.codec,
-                timestamp: frame.timestamp.wrapping_add(offset as u32),
+                timestamp: frame.timestamp.wrapping_add(ticks_per_byte(offset)),
                 marker: frame.marker && offset == 0,
                 payload: frame.payload.slice(offset..end),
             };
@@ -628,12 +709,17 @@ impl CallCore {
         let ts = self
             .ts_offset
             .wrapping_add(frame.timestamp.wrapping_sub(first));
+        let clock = codec.clock_rate();
         let gap = self
             .last_sent_ts
-            .map(|last| ts.wrapping_sub(last) > 8000 / 5)
+            .map(|last| ts.wrapping_sub(last) > clock / 5)
             .unwrap_or(true);
         let marker = frame.marker || gap;
-        self.last_sent_ts = Some(ts.wrapping_add(frame.payload.len() as u32));
+        let span = frame
+            .codec
+            .ticks_for_len(frame.payload.len())
+            .unwrap_or((self.settings.ptime.as_millis() as u64 * u64::from(clock) / 1000) as u32);
+        self.last_sent_ts = Some(ts.wrapping_add(span));
         let mut header = [0u8; 12];
         if rtp::write_header(&mut header, pt, marker, self.seq, ts, self.ssrc).is_err() {
             return;
@@ -649,13 +735,19 @@ impl CallCore {
                 payload: frame.payload,
             });
         } else {
-            // µ-law ⇄ A-law: a table lookup per byte (the only transcoding G.711 needs).
+            // µ-law ⇄ A-law: a table lookup per byte (the only transcoding G.711 needs; every
+            // other pair went through the transcoding pool before pacing).
+            let swap: fn(u8) -> u8 = match (frame.codec, codec) {
+                (Codec::Pcmu, Codec::Pcma) => g711::ulaw_to_alaw,
+                (Codec::Pcma, Codec::Pcmu) => g711::alaw_to_ulaw,
+                _ => {
+                    self.outputs.push_back(Output::Dropped("unsupported_codec"));
+                    return;
+                }
+            };
             let mut packet = Vec::with_capacity(bytes);
             packet.extend_from_slice(&header);
-            packet.extend(frame.payload.iter().map(|b| match codec {
-                Codec::Pcma => g711::ulaw_to_alaw(*b),
-                Codec::Pcmu => g711::alaw_to_ulaw(*b),
-            }));
+            packet.extend(frame.payload.iter().map(|b| swap(*b)));
             self.outputs.push_back(Output::RtpOwned { dest, packet });
         }
         self.outputs.push_back(Output::Forwarded {
@@ -756,11 +848,29 @@ impl CallCore {
         if range.is_empty() {
             return;
         }
+        // Packets missing in sequence (a short run; a long one is a restart, not loss).
+        let seq = view.sequence();
+        if let Some(last) = self.last_rtp_seq {
+            let missing = seq.wrapping_sub(last).wrapping_sub(1);
+            if (1..=50).contains(&missing) {
+                self.outputs
+                    .push_back(Output::ClientLoss { packets: missing });
+            } else if missing >= 0x8000 {
+                // Late or duplicate: older than what was already forwarded.
+                self.outputs.push_back(Output::Dropped("out_of_order"));
+                return;
+            }
+        }
+        self.last_rtp_seq = Some(seq);
         // Client timeline: starts at the call's elapsed time so RTMP timestamps stay monotonic
         // across early media and answer.
+        let clock = codec.clock_rate();
         let (first_rtp, base) = *self.first_rtp_ts.get_or_insert_with(|| {
             let elapsed = now.saturating_duration_since(self.started);
-            (ts, (elapsed.as_millis() as u32).wrapping_mul(8))
+            (
+                ts,
+                (elapsed.as_millis() as u64 * u64::from(clock) / 1000) as u32,
+            )
         });
         let frame = MediaFrame {
             codec,
@@ -982,6 +1092,10 @@ impl CallCore {
         self.answered_at.map(|a| a - self.started)
     }
 
+    fn pacer_clock(&self) -> u32 {
+        self.pacer.clock_rate()
+    }
+
     /// Local RTP port of this call.
     pub fn rtp_port(&self) -> u16 {
         self.settings.rtp_port
@@ -1061,6 +1175,97 @@ mod tests {
 
     fn drain(core: &mut CallCore) -> Vec<Output> {
         std::iter::from_fn(|| core.poll_output()).collect()
+    }
+
+    #[test]
+    fn the_offer_lists_the_configured_preference_with_rtpmaps_and_telephone_event() {
+        let core = CallCore::new(Instant::now(), settings()).with_codecs(&[
+            Codec::G722,
+            Codec::L16 { rate: 16000 },
+            Codec::Pcmu,
+        ]);
+        let offer = String::from_utf8(core.offer_sdp()).unwrap();
+        assert!(
+            offer.contains("m=audio 30000 RTP/AVP 9 97 0 101"),
+            "static PTs where they exist, 96 + position otherwise:\n{offer}"
+        );
+        assert!(offer.contains("a=rtpmap:9 G722/8000"), "{offer}");
+        assert!(offer.contains("a=rtpmap:97 L16/16000"), "{offer}");
+        assert!(
+            offer.contains("a=rtpmap:101 telephone-event/8000"),
+            "{offer}"
+        );
+    }
+
+    #[test]
+    fn a_g722_answer_sends_client_g711_to_the_transcoder_and_g722_frames_straight_to_rtp() {
+        let t0 = Instant::now();
+        let mut core = CallCore::new(t0, settings()).with_codecs(&[Codec::Pcmu, Codec::G722]);
+        core.sip_answered(t0, &answer("9 101"));
+        assert_eq!(core.codec(), Some(Codec::G722), "the answer decides");
+        drain(&mut core);
+        core.client_audio(t0, frame(0, 0xFF, 160));
+        assert!(
+            matches!(drain(&mut core).as_slice(), [Output::TranscodeToSip(f)] if f.codec == Codec::Pcmu),
+            "PCMU toward a G.722 leg goes to the pool"
+        );
+        let g722 = MediaFrame {
+            codec: Codec::G722,
+            timestamp: 0,
+            marker: true,
+            payload: Bytes::from(vec![0u8; 160]),
+        };
+        core.client_audio(t0, g722);
+        core.handle_timeout(t0 + Duration::from_millis(1), SystemTime::now());
+        let outs = drain(&mut core);
+        assert!(
+            outs.iter()
+                .any(|o| matches!(o, Output::Rtp { header, .. } if header[1] & 0x7F == 9)),
+            "transcoded frames are paced out as PT 9: {outs:?}"
+        );
+    }
+
+    #[test]
+    fn an_inbound_offer_is_answered_with_our_first_preference_it_contains() {
+        let offer = answer("0 8 9 101");
+        let core = CallCore::new_incoming_with(
+            Instant::now(),
+            settings(),
+            &[Codec::G722, Codec::Pcma],
+            &offer,
+        )
+        .expect("offer");
+        assert_eq!(core.codec(), Some(Codec::G722));
+        let none = CallCore::new_incoming_with(
+            Instant::now(),
+            settings(),
+            &[Codec::G722],
+            &answer("0 101"),
+        );
+        assert_eq!(none.err(), Some(488), "no shared codec");
+    }
+
+    #[test]
+    fn a_gap_in_rtp_sequence_numbers_is_reported_before_the_next_audio() {
+        let t0 = Instant::now();
+        let mut core = CallCore::new(t0, settings());
+        core.sip_answered(t0, &answer("0 101"));
+        drain(&mut core);
+        let peer: SocketAddr = PEER.parse().unwrap();
+        core.rtp_received(t0, peer, rtp(10, 1600, 0, &[0xFF; 160]));
+        core.rtp_received(t0, peer, rtp(11, 1760, 0, &[0xFF; 160]));
+        assert!(!drain(&mut core)
+            .iter()
+            .any(|o| matches!(o, Output::ClientLoss { .. })));
+        core.rtp_received(t0, peer, rtp(14, 2240, 0, &[0xFF; 160]));
+        let outs = drain(&mut core);
+        let loss = outs
+            .iter()
+            .position(|o| matches!(o, Output::ClientLoss { packets: 2 }));
+        let audio = outs
+            .iter()
+            .position(|o| matches!(o, Output::Client(ClientCommand::Audio(_))));
+        assert!(loss.is_some() && loss < audio, "{outs:?}");
     }
 
     fn rtp(seq: u16, ts: u32, pt: u8, payload: &[u8]) -> Bytes {
@@ -1454,15 +1659,15 @@ mod inbound_and_hold_tests {
     }
 
     #[test]
-    fn answering_an_inbound_call_sends_200_with_one_codec_and_telephone_event() {
+    fn answering_an_inbound_call_sends_200_with_our_first_preference_the_offer_has() {
         let t0 = Instant::now();
         let mut core = CallCore::new_incoming(t0, settings(), &sdp_with("sendrecv", "8 0 101"))
             .expect("offer");
         assert_eq!(core.state(), State::Incoming);
         assert_eq!(
             core.codec(),
-            Some(Codec::Pcma),
-            "the offerer's first shared codec"
+            Some(Codec::Pcmu),
+            "our first preference (PCMU, PCMA) the offer has, whatever the offerer's order"
         );
         core.client_answer(t0);
         let outs = drain(&mut core);
@@ -1478,10 +1683,10 @@ mod inbound_and_hold_tests {
             .expect("200 with SDP");
         let d = sdp::SessionDescription::parse(&answer).expect("answer parses");
         let a = d.first_audio().expect("audio");
-        assert_eq!(a.formats, vec![8, 101]);
+        assert_eq!(a.formats, vec![0, 101]);
         assert!(outs.iter().any(|o| matches!(
             o,
-            Output::Client(ClientCommand::Answered { codec: Codec::Pcma })
+            Output::Client(ClientCommand::Answered { codec: Codec::Pcmu })
         )));
         assert_eq!(core.state(), State::Answered);
     }

@@ -16,12 +16,14 @@ use tracing::{debug, info, warn, Instrument};
 use super::client_queue::{self, AudioRx, AudioTx};
 use super::core::{CallCore, CallSettings, ClientCommand, Output};
 use crate::config::Config;
-use crate::media::MediaFrame;
+use crate::media::{ClientCaps, Codec, MediaFrame};
 use crate::ops::metrics as m;
 use crate::rtp_leg::{PortPair, PortPool};
 use crate::session::{Authority, Identity, Route};
 use crate::sip::{CallHandle, Credentials, OutgoingCall};
 use crate::sip_endpoint::{sleep_until_opt, SipCallEvent, SipHandle};
+use crate::transcode::pool::{TranscodeHandle, TranscodePool, Work};
+use crate::transcode::Transcoder;
 
 /// Where a call sends what its client legs must see. Everything is tagged with the leg it is
 /// for, so one connection can hold several calls (and several legs) on one pair of channels.
@@ -32,6 +34,8 @@ pub struct ClientSink {
     pub audio: ClientAudioTx,
     /// Signalling toward the client (few messages per call).
     pub control: mpsc::UnboundedSender<ToClient>,
+    /// What the client can receive (the call transcodes toward it when needed).
+    pub caps: ClientCaps,
 }
 
 /// The sending side of a connection's audio queue.
@@ -288,13 +292,7 @@ impl Calls {
             // The call task already ended; start afresh.
             reg.by_key.remove(&key);
         }
-        let legs = HashMap::from([(
-            leg,
-            Leg {
-                sink,
-                offered: false,
-            },
-        )]);
+        let legs = HashMap::from([(leg, Leg::new(sink, false))]);
         self.spawn_call(
             reg,
             identity,
@@ -330,6 +328,7 @@ impl Calls {
             target: target.unwrap_or_else(|| format!("inbound-{id}")),
         };
         let (audio_tx, audio_rx) = mpsc::channel(64);
+        let (xcoded_tx, xcoded_rx) = mpsc::channel(64);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let call = CallRef {
             id,
@@ -350,6 +349,7 @@ impl Calls {
             audio_rx,
             control_rx,
             legs,
+            media: Media::new(xcoded_tx, xcoded_rx),
         };
         tokio::spawn(task.run().instrument(span));
         Ok(call)
@@ -369,15 +369,7 @@ impl Calls {
         }
         let legs = legs
             .into_iter()
-            .map(|(leg, sink)| {
-                (
-                    leg,
-                    Leg {
-                        sink: Some(sink),
-                        offered: true,
-                    },
-                )
-            })
+            .map(|(leg, sink)| (leg, Leg::new(Some(sink), true)))
             .collect();
         self.spawn_call(reg, identity, None, Direction::Inbound(inbound), legs)
             .map_err(|e| match e {
@@ -431,6 +423,153 @@ struct Leg {
     sink: Option<ClientSink>,
     /// Offered an inbound call and not answered (yet).
     offered: bool,
+    /// Transcoder toward this leg's client, when it cannot take the SIP codec: (from, to).
+    xcode: Option<(Codec, Codec, TranscodeHandle)>,
+    /// Loss concealment of a pass-through leg (a transcoder from the SIP codec to itself).
+    concealer: Option<(Codec, TranscodeHandle)>,
+}
+
+impl Leg {
+    fn new(sink: Option<ClientSink>, offered: bool) -> Leg {
+        Leg {
+            sink,
+            offered,
+            xcode: None,
+            concealer: None,
+        }
+    }
+}
+
+/// A call's media plumbing beyond the core: transcoding (on the pool), loss concealment, and
+/// the codec-pair bookkeeping for logs and metrics.
+struct Media {
+    /// Frames transcoded toward SIP come back here (from the pool's worker).
+    xcoded_tx: mpsc::Sender<MediaFrame>,
+    xcoded_rx: mpsc::Receiver<MediaFrame>,
+    /// Transcoder of client audio toward SIP: (from, to).
+    to_sip: Option<(Codec, Codec, TranscodeHandle)>,
+    /// Codec refused for transcoding (logged once).
+    refused: Option<Codec>,
+    /// RTP packets missing before the next frame toward the client.
+    pending_loss: u16,
+    /// Last frame toward the clients (primes a pass-through leg's concealer).
+    last_audio: Option<MediaFrame>,
+    /// Codec the client sends (first seen), and the one sent to the first client leg.
+    client_in: Option<Codec>,
+    client_out: Option<Codec>,
+    /// Labels of the codec-pair gauge this call holds, and whether it counts as transcoding.
+    pair: Option<(&'static str, &'static str)>,
+    transcoding: bool,
+}
+
+impl Media {
+    fn new(xcoded_tx: mpsc::Sender<MediaFrame>, xcoded_rx: mpsc::Receiver<MediaFrame>) -> Media {
+        Media {
+            xcoded_tx,
+            xcoded_rx,
+            to_sip: None,
+            refused: None,
+            pending_loss: 0,
+            last_audio: None,
+            client_in: None,
+            client_out: None,
+            pair: None,
+            transcoding: false,
+        }
+    }
+
+    /// Updates the codec-pair gauge and logs the pair when it changes.
+    fn note_pair(&mut self, sip: Option<Codec>, transcoding: bool) {
+        let Some(sip) = sip else { return };
+        let Some(client) = self.client_in.or(self.client_out) else {
+            return;
+        };
+        let pair = (client.name(), sip.name());
+        let was = self.transcoding;
+        self.transcoding |= transcoding;
+        if self.pair == Some(pair) && was == self.transcoding {
+            return;
+        }
+        if let Some((c, s)) = self.pair.replace(pair) {
+            metrics::gauge!(m::CALLS_BY_CODEC_PAIR, m::codec_label::CLIENT => c, m::codec_label::SIP => s)
+                .decrement(1.0);
+        }
+        metrics::gauge!(m::CALLS_BY_CODEC_PAIR, m::codec_label::CLIENT => pair.0, m::codec_label::SIP => pair.1)
+            .increment(1.0);
+        if self.transcoding && !was {
+            metrics::gauge!(m::TRANSCODING_CALLS).increment(1.0);
+        }
+        info!(
+            client = ?client,
+            sip = ?sip,
+            transcoding = self.transcoding,
+            "codec pair {}/{}",
+            pair.0,
+            pair.1
+        );
+    }
+
+    fn release(&mut self) {
+        if let Some((c, s)) = self.pair.take() {
+            metrics::gauge!(m::CALLS_BY_CODEC_PAIR, m::codec_label::CLIENT => c, m::codec_label::SIP => s)
+                .decrement(1.0);
+        }
+        if std::mem::take(&mut self.transcoding) {
+            metrics::gauge!(m::TRANSCODING_CALLS).decrement(1.0);
+        }
+    }
+
+    /// A client frame in a codec the SIP leg does not use: onto the pool toward `sip`.
+    fn transcode_to_sip(&mut self, frame: MediaFrame, sip: Option<Codec>, ptime: Duration) {
+        let Some(sip) = sip else { return };
+        let from = frame.codec;
+        if !matches!(&self.to_sip, Some((f, t, _)) if *f == from && *t == sip) {
+            self.to_sip = None;
+            let tx = self.xcoded_tx.clone();
+            let sink = Box::new(move |f: MediaFrame| {
+                if tx.try_send(f).is_err() {
+                    metrics::counter!(m::PACKETS_DROPPED_TOTAL, m::label::REASON => m::drop_reason::QUEUE_FULL)
+                        .increment(1);
+                }
+            });
+            match new_session(from, sip, ptime, sink) {
+                Ok(h) => self.to_sip = Some((from, sip, h)),
+                Err(e) => {
+                    metrics::counter!(m::PACKETS_DROPPED_TOTAL, m::label::REASON => m::drop_reason::UNSUPPORTED_CODEC)
+                        .increment(1);
+                    if self.refused != Some(from) {
+                        self.refused = Some(from);
+                        warn!(error = %e, "client audio cannot be transcoded to {}", sip.name());
+                    }
+                    return;
+                }
+            }
+            self.note_pair(Some(sip), true);
+        }
+        if let Some((_, _, h)) = &self.to_sip {
+            h.submit(Work::Frame(frame));
+        }
+    }
+}
+
+/// A transcoder from `from` to `to` on the process's pool.
+fn new_session(
+    from: Codec,
+    to: Codec,
+    frame: Duration,
+    sink: crate::transcode::pool::Sink,
+) -> Result<TranscodeHandle, String> {
+    let t = Transcoder::new(from, to, frame).map_err(|e| e.to_string())?;
+    let pool = TranscodePool::global().ok_or("no transcoding pool")?;
+    Ok(pool.session(t, sink))
+}
+
+/// Whether a codec's frames can be concealed by repeating them (G.711, L16, G.722).
+fn concealable(codec: Codec) -> bool {
+    matches!(
+        codec,
+        Codec::Pcmu | Codec::Pcma | Codec::L16 { .. } | Codec::G722
+    )
 }
 
 struct CallTask {
@@ -444,6 +583,7 @@ struct CallTask {
     audio_rx: mpsc::Receiver<MediaFrame>,
     control_rx: mpsc::UnboundedReceiver<Control>,
     legs: HashMap<LegId, Leg>,
+    media: Media,
 }
 
 impl CallTask {
@@ -498,7 +638,8 @@ impl CallTask {
         let mut outcome = "failed";
         let (mut core, handle) = match &self.direction {
             Direction::Outbound(route) => {
-                let core = CallCore::new(started, self.settings());
+                let core = CallCore::new(started, self.settings())
+                    .with_codecs(&self.calls.ctx.config.rtp_codecs());
                 let handle = sip
                     .invite(self.outgoing(route, core.offer_sdp()), sip_tx)
                     .await;
@@ -511,7 +652,9 @@ impl CallTask {
             Direction::Inbound(inbound) => {
                 sip.attach(inbound.handle, sip_tx);
                 let handle = Some(inbound.handle);
-                match CallCore::new_incoming(started, self.settings(), &inbound.offer) {
+                let codecs = self.calls.ctx.config.rtp_codecs();
+                match CallCore::new_incoming_with(started, self.settings(), &codecs, &inbound.offer)
+                {
                     Ok(core) => {
                         info!(rtp_port = self.ports.rtp_port, from = %inbound.from, "inbound call offered to {} session(s)", self.legs.len());
                         sip.respond(inbound.handle, 180, None);
@@ -554,7 +697,17 @@ impl CallTask {
                         core.rtcp_received(Instant::now(), source, rtcp_buf.get(..n).unwrap_or_default());
                     }
                 }
-                Some(frame) = self.audio_rx.recv() => core.client_audio(Instant::now(), frame),
+                Some(frame) = self.audio_rx.recv() => {
+                    if self.media.client_in != Some(frame.codec) {
+                        self.media.client_in = Some(frame.codec);
+                        let sip = core.codec();
+                        let swap_or_same = sip == Some(frame.codec)
+                            || matches!((frame.codec, sip), (Codec::Pcmu, Some(Codec::Pcma)) | (Codec::Pcma, Some(Codec::Pcmu)));
+                        self.media.note_pair(sip, !swap_or_same);
+                    }
+                    core.client_audio(Instant::now(), frame)
+                }
+                Some(frame) = self.media.xcoded_rx.recv() => core.client_audio(Instant::now(), frame),
                 ctl = self.control_rx.recv() => self.on_control(&mut core, ctl),
                 Some(ev) = sip_rx.recv() => {
                     let now = Instant::now();
@@ -600,7 +753,16 @@ impl CallTask {
                             .rtcp
                             .try_send_to(packet.get(..len).unwrap_or_default(), dest);
                     }
+                    Output::Client(ClientCommand::Audio(frame)) => {
+                        self.audio_to_clients(frame, core.codec())
+                    }
                     Output::Client(cmd) => self.to_clients(cmd),
+                    Output::TranscodeToSip(frame) => {
+                        let ptime =
+                            Duration::from_millis(u64::from(self.calls.ctx.config.rtp.ptime_ms));
+                        self.media.transcode_to_sip(frame, core.codec(), ptime)
+                    }
+                    Output::ClientLoss { packets } => self.media.pending_loss = packets,
                     Output::SipHangup => {
                         if let Some(h) = handle {
                             sip.hangup(h);
@@ -660,6 +822,7 @@ impl CallTask {
             secs = started.elapsed().as_secs_f32(),
             "call ended"
         );
+        self.media.release();
         metrics::counter!(m::CALLS_TOTAL, "outcome" => outcome).increment(1);
         metrics::gauge!(m::CALLS_ACTIVE).decrement(1.0);
         self.calls.finished(&self.key, self.id);
@@ -671,13 +834,7 @@ impl CallTask {
                 if let Some(s) = &sink {
                     replay_state(core, leg, &self.me, s);
                 }
-                self.legs.insert(
-                    leg,
-                    Leg {
-                        sink,
-                        offered: false,
-                    },
-                );
+                self.legs.insert(leg, Leg::new(sink, false));
             }
             Some(Control::Detach { leg }) => {
                 self.legs.remove(&leg);
@@ -759,6 +916,16 @@ impl CallTask {
             }
             seen.push(sink);
             match &cmd {
+                // Each client is told the codec it gets.
+                ClientCommand::Answered { codec } => {
+                    let _ = sink.control.send(ToClient {
+                        leg: *leg,
+                        call: self.me.clone(),
+                        cmd: ClientCommand::Answered {
+                            codec: sink.caps.choose(*codec),
+                        },
+                    });
+                }
                 ClientCommand::Audio(frame) => {
                     // A full or stale queue drops its oldest frames itself (counted there); a
                     // closed one means the connection is going away.
@@ -773,6 +940,104 @@ impl CallTask {
                 }
             }
         }
+    }
+}
+
+impl CallTask {
+    /// Audio from RTP (in the SIP codec) to every attached client once: as it is where the
+    /// client takes that codec (zero-copy), through the leg's transcoder on the pool where it
+    /// does not. Packets lost before it are concealed on either path.
+    fn audio_to_clients(&mut self, frame: MediaFrame, sip: Option<Codec>) {
+        let loss = std::mem::take(&mut self.media.pending_loss);
+        let sip = sip.unwrap_or(frame.codec);
+        let mut seen: Vec<mpsc::UnboundedSender<ToClient>> = Vec::with_capacity(self.legs.len());
+        let mut first_out = None;
+        let mut transcoding = false;
+        for (id, leg) in self.legs.iter_mut() {
+            let Some(sink) = leg.sink.as_ref() else {
+                continue;
+            };
+            if seen.iter().any(|s| s.same_channel(&sink.control)) {
+                continue;
+            }
+            seen.push(sink.control.clone());
+            let want = sink.caps.choose(frame.codec);
+            first_out.get_or_insert(want);
+            if want == frame.codec {
+                if loss > 0 && concealable(frame.codec) {
+                    if let Some(last) = &self.media.last_audio {
+                        if !matches!(&leg.concealer, Some((c, _)) if *c == frame.codec) {
+                            let audio = sink.audio.clone();
+                            let leg_id = *id;
+                            let out = Box::new(move |f: MediaFrame| {
+                                let _ = audio.send((leg_id, f));
+                            });
+                            let frame_len = Duration::from_millis(
+                                u64::from(
+                                    frame.codec.ticks_for_len(last.payload.len()).unwrap_or(160),
+                                ) * 1000
+                                    / u64::from(frame.codec.clock_rate()),
+                            );
+                            leg.concealer = new_session(frame.codec, frame.codec, frame_len, out)
+                                .ok()
+                                .map(|h| (frame.codec, h));
+                        }
+                        if let Some((_, h)) = &leg.concealer {
+                            h.submit(Work::PrimeConceal {
+                                last: last.clone(),
+                                lost: u32::from(loss),
+                            });
+                        }
+                    }
+                }
+                // A full or stale queue drops its oldest frames itself (counted there); a
+                // closed one means the connection is going away.
+                let _ = sink.audio.send((*id, frame.clone()));
+                continue;
+            }
+            let law_swap = matches!(
+                (frame.codec, want),
+                (Codec::Pcmu, Codec::Pcma) | (Codec::Pcma, Codec::Pcmu)
+            );
+            transcoding |= !law_swap;
+            if !matches!(&leg.xcode, Some((f, t, _)) if *f == frame.codec && *t == want) {
+                let audio = sink.audio.clone();
+                let leg_id = *id;
+                let out = Box::new(move |f: MediaFrame| {
+                    let _ = audio.send((leg_id, f));
+                });
+                let ptime = Duration::from_millis(u64::from(self.calls.ctx.config.rtp.ptime_ms));
+                match new_session(frame.codec, want, ptime, out) {
+                    Ok(h) => {
+                        debug!(
+                            from = frame.codec.name(),
+                            to = want.name(),
+                            "transcoding toward a client"
+                        );
+                        leg.xcode = Some((frame.codec, want, h));
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "no transcoder toward the client");
+                        leg.xcode = None;
+                    }
+                }
+            }
+            if let Some((_, _, h)) = &leg.xcode {
+                if loss > 0 {
+                    h.submit(Work::Conceal {
+                        lost: u32::from(loss),
+                    });
+                }
+                h.submit(Work::Frame(frame.clone()));
+            }
+        }
+        if self.media.client_out.is_none() {
+            self.media.client_out = first_out;
+        }
+        if self.media.pair.is_none() || (transcoding && !self.media.transcoding) {
+            self.media.note_pair(Some(sip), transcoding);
+        }
+        self.media.last_audio = Some(frame);
     }
 }
 

@@ -61,6 +61,11 @@ struct LagRun {
 
 impl Pacer {
     /// `capacity` frames at most are held; beyond it the oldest is dropped.
+    /// Media clock the pacer counts in.
+    pub fn clock_rate(&self) -> u32 {
+        self.clock_rate
+    }
+
     pub fn new(clock_rate: u32, max_delay: Duration, capacity: usize) -> Pacer {
         Pacer {
             queue: VecDeque::with_capacity(capacity),

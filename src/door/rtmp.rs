@@ -20,7 +20,7 @@ use crate::call::driver::{
     ToClient,
 };
 use crate::call::ClientCommand;
-use crate::media::{Codec, MediaFrame};
+use crate::media::{ClientCaps, Codec, MediaFrame};
 use crate::ops::metrics as m;
 use crate::relay::Shared;
 use crate::rtmp::{RtmpError, RtmpEvent, RtmpServerSession, RtmpSessionConfig};
@@ -84,6 +84,10 @@ struct Connection {
     offered: HashMap<LegId, CallRef>,
     presence: Option<crate::presence::PresenceGuard>,
     warned_format: Option<u8>,
+    /// The client's `audioCodecs` from `connect` (what a player of ours can decode).
+    audio_codecs: Option<u16>,
+    /// `onMetaData.audiosamplerate` per publishing stream (PCM's real rate).
+    stream_rates: HashMap<u32, u32>,
     close_after_flush: bool,
 }
 
@@ -103,6 +107,8 @@ impl Connection {
             audio_rx: Some(audio_rx),
             control_rx: Some(control_rx),
             warned_format: None,
+            audio_codecs: None,
+            stream_rates: HashMap::new(),
             close_after_flush: false,
             offered: HashMap::new(),
             presence: None,
@@ -113,6 +119,9 @@ impl Connection {
         ClientSink {
             audio: self.sink_audio.clone(),
             control: self.sink_control.clone(),
+            caps: ClientCaps::Flash {
+                audio_codecs: self.audio_codecs,
+            },
         }
     }
 
@@ -239,8 +248,14 @@ impl Connection {
 
     fn on_event(&mut self, session: &mut RtmpServerSession, event: RtmpEvent) {
         match event {
-            RtmpEvent::Connect { app, token, .. } => {
-                debug!(%app, token = token.is_some(), "connect");
+            RtmpEvent::Connect {
+                app,
+                token,
+                audio_codecs,
+                ..
+            } => {
+                debug!(%app, token = token.is_some(), ?audio_codecs, "connect");
+                self.audio_codecs = audio_codecs;
                 // A token here is checked now; without one, publish/play must bring it (ffmpeg
                 // passes `?token=` on the stream name) unless authentication is off.
                 match token {
@@ -276,6 +291,16 @@ impl Connection {
                     session.accept_play(stream_id);
                 }
             }
+            RtmpEvent::Metadata {
+                stream_id,
+                audio_sample_rate,
+            } => {
+                debug!(stream_id, ?audio_sample_rate, "stream metadata");
+                match audio_sample_rate {
+                    Some(rate) => self.stream_rates.insert(stream_id, rate),
+                    None => self.stream_rates.remove(&stream_id),
+                };
+            }
             RtmpEvent::Unpublish { stream_id }
             | RtmpEvent::StopPlay { stream_id }
             | RtmpEvent::DeleteStream { stream_id } => {
@@ -297,13 +322,19 @@ impl Connection {
                 metrics::counter!(m::PACKETS_TOTAL, "leg" => TRANSPORT, "direction" => "in")
                     .increment(1);
                 let format = tag_header >> 4;
-                let Some(codec) = Codec::from_flv_sound_format(format) else {
+                let rate = self.stream_rates.get(&stream_id).copied();
+                // Formats the relay can carry: decodable, at a rate the resampler takes.
+                let codec = Codec::from_flv(tag_header, rate).filter(|c| {
+                    c.transcodable()
+                        && skybridge_codecs::resample::SUPPORTED_RATES.contains(&c.sample_rate())
+                });
+                let Some(codec) = codec else {
                     metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "unsupported_codec")
                         .increment(1);
                     if self.warned_format != Some(format) {
                         self.warned_format = Some(format);
                         let text = format!(
-                            "unsupported audio format {} (FLV sound format {format}): publish pcm_mulaw or pcm_alaw at 8 kHz",
+                            "unsupported audio format {} (FLV sound format {format}): publish pcm_mulaw, pcm_alaw, pcm_s16le or nellymoser",
                             flv::format_name(format),
                         );
                         warn!(peer = %self.peer, "{text}");
@@ -313,7 +344,7 @@ impl Connection {
                 };
                 let frame = MediaFrame {
                     codec,
-                    timestamp: timestamp.wrapping_mul(8),
+                    timestamp: (u64::from(timestamp) * u64::from(codec.clock_rate()) / 1000) as u32,
                     marker: false,
                     payload,
                 };
@@ -412,10 +443,15 @@ impl Connection {
     }
 
     fn play_audio(&mut self, session: &mut RtmpServerSession, frame: MediaFrame) {
-        // FLV audio tag header: sound format, rate bits 0 ("special" for 8 kHz G.711),
-        // 16-bit, mono — what ffmpeg's FLV muxer writes for pcm_mulaw / pcm_alaw.
-        let tag = (frame.codec.flv_sound_format() << 4) | 0x02;
-        let ms = frame.timestamp / 8;
+        // FLV audio tag header: sound format, rate bits, 16-bit, mono — what ffmpeg's FLV muxer
+        // writes (rate bits 0 for G.711). The call sent this leg a codec FLV carries.
+        let Some(tag) = frame.codec.flv_tag_header() else {
+            metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "unsupported_codec")
+                .increment(1);
+            return;
+        };
+        let ms =
+            (u64::from(frame.timestamp) * 1000 / u64::from(frame.codec.clock_rate().max(1))) as u32;
         for (stream_id, _) in &self.play_streams {
             session.send_audio(*stream_id, ms, tag, &frame.payload);
             metrics::counter!(m::PACKETS_TOTAL, "leg" => TRANSPORT, "direction" => "out")

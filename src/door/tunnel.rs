@@ -183,6 +183,7 @@ where
     let sink = ClientSink {
         audio: sink_audio,
         control: sink_control,
+        caps: crate::media::ClientCaps::G711,
     };
     let call = match shared.calls.start(&slot.identity, &slot.route, leg, sink) {
         Ok(c) => c,

@@ -197,6 +197,7 @@ impl WsConnection {
         ClientSink {
             audio: self.sink_audio.clone(),
             control: self.sink_control.clone(),
+            caps: crate::media::ClientCaps::G711,
         }
     }
 
@@ -623,10 +624,7 @@ impl WsConnection {
 }
 
 fn codec_name(codec: Codec) -> &'static str {
-    match codec {
-        Codec::Pcmu => "pcmu",
-        Codec::Pcma => "pcma",
-    }
+    codec.name()
 }
 
 fn hold_by(by_remote: bool) -> HoldBy {

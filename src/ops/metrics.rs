@@ -50,8 +50,17 @@ pub const CLIENT_DELAY_SECONDS: &str = "skybridge_client_delay_seconds";
 /// RTP ports allocated from the pool (gauge).
 pub const RTP_PORTS_IN_USE: &str = "skybridge_rtp_ports_in_use";
 
+/// Calls by the codec of their client leg and of their SIP leg (gauge). Labels: `client`,
+/// `sip` (codec names such as `pcmu`, `g722`, `nellymoser`).
+pub const CALLS_BY_CODEC_PAIR: &str = "skybridge_calls_by_codec_pair";
+/// Calls transcoding now (gauge): a leg's codec differs from the other's beyond a µ⇄A-law
+/// table lookup.
+pub const TRANSCODING_CALLS: &str = "skybridge_transcoding_calls";
+/// Audio frames synthesised toward clients by packet loss concealment (repeat and fade).
+pub const PLC_FRAMES_TOTAL: &str = "skybridge_plc_frames_total";
+
 /// Every metric name, for documentation and tests.
-pub const ALL: [&str; 15] = [
+pub const ALL: [&str; 18] = [
     CLIENT_CONNECTIONS_TOTAL,
     CLIENT_CONNECTIONS_ACTIVE,
     CLIENT_REJECTED_TOTAL,
@@ -67,6 +76,9 @@ pub const ALL: [&str; 15] = [
     PACKETS_DROPPED_TOTAL,
     CLIENT_DELAY_SECONDS,
     RTP_PORTS_IN_USE,
+    CALLS_BY_CODEC_PAIR,
+    TRANSCODING_CALLS,
+    PLC_FRAMES_TOTAL,
 ];
 
 /// Label keys.
@@ -86,6 +98,14 @@ pub mod label {
     /// [`super::leg::RTP`] or a client transport ([`super::leg::RTMP`], `websocket`,
     /// `rfc4571`).
     pub const LEG: &str = "leg";
+}
+
+/// Label keys of [`CALLS_BY_CODEC_PAIR`].
+pub mod codec_label {
+    /// Codec of the client leg.
+    pub const CLIENT: &str = "client";
+    /// Codec of the SIP leg.
+    pub const SIP: &str = "sip";
 }
 
 /// Values of the `outcome` label of [`CALLS_TOTAL`].
@@ -123,6 +143,10 @@ pub mod drop_reason {
     pub const MALFORMED: &str = "malformed";
     /// Payload type / codec not negotiated.
     pub const UNSUPPORTED_CODEC: &str = "unsupported_codec";
+    /// The transcoding pool's queue for this call was full (the frame was not converted).
+    pub const TRANSCODE_BUSY: &str = "transcode_busy";
+    /// A frame that could not be decoded (malformed for its codec, too long).
+    pub const TRANSCODE_ERROR: &str = "transcode_error";
 }
 
 /// Histogram buckets of [`CALL_SETUP_SECONDS`] (seconds).
@@ -206,6 +230,21 @@ pub fn describe() {
         Unit::Count,
         "RTP ports allocated from the pool."
     );
+    describe_gauge!(
+        CALLS_BY_CODEC_PAIR,
+        Unit::Count,
+        "Calls in progress by client-leg codec and SIP-leg codec."
+    );
+    describe_gauge!(
+        TRANSCODING_CALLS,
+        Unit::Count,
+        "Calls in progress that transcode (beyond a G.711 law swap)."
+    );
+    describe_counter!(
+        PLC_FRAMES_TOTAL,
+        Unit::Count,
+        "Audio frames synthesised toward clients by packet loss concealment."
+    );
 }
 
 /// Sets the unlabelled gauges to 0 so `/metrics` shows them before the first call.
@@ -267,6 +306,9 @@ mod tests {
         metrics::gauge!(CLIENT_DELAY_SECONDS, label::TRANSPORT => "websocket").set(0.02);
         metrics::gauge!(RTP_PORTS_IN_USE).set(2.0);
         metrics::counter!(CLIENT_DEAD_PEER_TOTAL, label::TRANSPORT => "rtmp").increment(1);
+        metrics::gauge!(CALLS_BY_CODEC_PAIR, codec_label::CLIENT => "nellymoser", codec_label::SIP => "pcmu").set(1.0);
+        metrics::gauge!(TRANSCODING_CALLS).set(1.0);
+        metrics::counter!(PLC_FRAMES_TOTAL).increment(1);
     }
 
     #[test]

@@ -150,6 +150,15 @@ pub enum RtmpEvent {
         /// `token` from the tcUrl query, the app query, or a connect extra argument
         /// (a string, or an object with a `token` property), in that order.
         token: Option<String>,
+        /// The command object's `audioCodecs` (Flash `SUPPORT_SND_*` bits), if sent.
+        audio_codecs: Option<u16>,
+    },
+    /// `@setDataFrame`/`onMetaData` on a publishing stream: what it says about the audio.
+    Metadata {
+        /// Message stream id.
+        stream_id: u32,
+        /// `audiosamplerate` (Hz), when present and in 1..=192000.
+        audio_sample_rate: Option<u32>,
     },
     /// `publish`: answer with `accept_publish` or `reject_stream`.
     Publish {
@@ -636,8 +645,10 @@ impl RtmpServerSession {
         if first {
             let format = tag_header >> 4;
             let mut meta = vec![("audiocodecid", Amf0Value::Number(f64::from(format)))];
-            if format == 7 || format == 8 {
-                meta.push(("audiosamplerate", Amf0Value::Number(8000.0)));
+            match format {
+                5 | 7 | 8 => meta.push(("audiosamplerate", Amf0Value::Number(8000.0))),
+                4 => meta.push(("audiosamplerate", Amf0Value::Number(16000.0))),
+                _ => {}
             }
             meta.push(("videocodecid", Amf0Value::Object(Vec::new())));
             self.send_data(
@@ -718,6 +729,7 @@ impl RtmpServerSession {
             }
             message_type::USER_CONTROL => self.handle_user_control(&m.payload),
             message_type::AUDIO => self.handle_audio(m),
+            message_type::DATA_AMF0 => self.handle_data(m.stream_id, &m.payload),
             message_type::COMMAND_AMF0 => self.handle_command(m.stream_id, &m.payload)?,
             message_type::COMMAND_AMF3 => {
                 // AMF3 command messages start with a format byte, then AMF0 values.
@@ -760,6 +772,40 @@ impl RtmpServerSession {
             }
             _ => self.stats.audio_dropped += 1,
         }
+    }
+
+    /// A data message: `[@setDataFrame,] onMetaData, {…}` on a publishing stream surfaces its
+    /// audio sample rate; anything else (or undecodable) is ignored.
+    fn handle_data(&mut self, stream_id: u32, payload: &[u8]) {
+        let publishing = self
+            .streams
+            .iter()
+            .any(|s| s.id == stream_id && matches!(s.state, StreamState::Publishing(_)));
+        let Ok(values) = amf0::decode_all_with(payload, self.config.amf0_limits) else {
+            self.stats.ignored_messages += 1;
+            return;
+        };
+        let mut rest = values.as_slice();
+        if rest.first().and_then(Amf0Value::as_str) == Some("@setDataFrame") {
+            rest = rest.get(1..).unwrap_or_default();
+        }
+        let (Some("onMetaData"), Some(meta), true) = (
+            rest.first().and_then(Amf0Value::as_str),
+            rest.get(1),
+            publishing,
+        ) else {
+            self.stats.ignored_messages += 1;
+            return;
+        };
+        let audio_sample_rate = meta
+            .get("audiosamplerate")
+            .and_then(Amf0Value::as_number)
+            .filter(|r| (1.0..=192_000.0).contains(r))
+            .map(|r| r as u32);
+        self.events.push_back(RtmpEvent::Metadata {
+            stream_id,
+            audio_sample_rate,
+        });
     }
 
     fn handle_command(&mut self, stream_id: u32, payload: &[u8]) -> Result<(), RtmpError> {
@@ -942,10 +988,16 @@ impl RtmpServerSession {
                     _ => None,
                 })
             });
+        let audio_codecs = cmd_obj
+            .get("audioCodecs")
+            .and_then(Amf0Value::as_number)
+            .filter(|n| (0.0..=65535.0).contains(n))
+            .map(|n| n as u16);
         self.events.push_back(RtmpEvent::Connect {
             app: app.to_owned(),
             tc_url: tc_url.map(str::to_owned),
             token,
+            audio_codecs,
         });
         self.phase = Phase::ConnectPending { txn };
         self.handshake_deadline = None;

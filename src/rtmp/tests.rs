@@ -209,6 +209,7 @@ fn connect_with_token_in_tc_url_then_publish_delivers_the_same_audio_bytes() {
             app: "call".into(),
             tc_url: Some("rtmp://127.0.0.1/call?token=T".into()),
             token: Some("T".into()),
+            audio_codecs: None,
         }]
     );
     assert!(
@@ -460,7 +461,8 @@ fn connect_token_from_app_query_or_extra_argument() {
         Some(RtmpEvent::Connect {
             app: "call".into(),
             tc_url: None,
-            token: Some("A B".into())
+            token: Some("A B".into()),
+            audio_codecs: None,
         })
     );
     let mut p = Pair::new(None);
@@ -480,7 +482,8 @@ fn connect_token_from_app_query_or_extra_argument() {
         Some(RtmpEvent::Connect {
             app: "call".into(),
             tc_url: None,
-            token: Some("tok".into())
+            token: Some("tok".into()),
+            audio_codecs: None,
         })
     );
 }

@@ -72,6 +72,9 @@ pub struct BaresipOpts {
     pub auth: Option<(String, String)>,
     /// Parent directory; `None` creates a fresh [`TestDir`] owned by the instance.
     pub dir: Option<PathBuf>,
+    /// Audio codec modules to load, in preference order (baresip offers/answers in this
+    /// order): `g711.so` (PCMU, PCMA) by default; also `g722.so`, `l16.so`, `opus.so`.
+    pub codec_modules: Vec<String>,
 }
 
 impl Default for BaresipOpts {
@@ -85,6 +88,7 @@ impl Default for BaresipOpts {
             register_to: None,
             auth: None,
             dir: None,
+            codec_modules: vec!["g711.so".into()],
         }
     }
 }
@@ -188,6 +192,11 @@ impl Baresip {
             }
         };
         let source = format!("aufile,{}", play.display());
+        let codec_modules: String = opts
+            .codec_modules
+            .iter()
+            .map(|m| format!("module {m}\n"))
+            .collect();
         let mut config = format!(
             "poll_method epoll\n\
              call_local_timeout 120\n\
@@ -206,7 +215,7 @@ impl Baresip {
              rtcp_mux no\n\
              jitter_buffer_delay 5-10\n\
              module_path /usr/lib/baresip/modules\n\
-             module g711.so\n\
+             {codec_modules}\
              module aufile.so\n\
              module aubridge.so\n\
              module_tmp account.so\n\

@@ -1,0 +1,175 @@
+//! Codec negotiation and transcoding end to end, on loopback: ffmpeg publishes a 1 kHz tone
+//! over RTMP in each format skybridge decodes, baresip (configured with one codec) records
+//! it; baresip's 440 Hz goes back to an ffmpeg player. One call at a time (`serial()`), every
+//! wait bounded.
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::audio::{read_wav, write_tone_wav, Wav};
+use common::baresip::{Answer, Baresip, BaresipOpts};
+use common::ffmpeg::{Player, Publisher};
+use common::procs::TestDir;
+use common::scenario::{anonymous, assert_tone_samples, assert_tone_snr, dialplan, serial};
+use common::skybridge::{Skybridge, SkybridgeOpts};
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn phone(dir: &TestDir, modules: &[&str], play: Option<std::path::PathBuf>) -> Baresip {
+    Baresip::start(BaresipOpts {
+        name: "bob".into(),
+        user: "bob".into(),
+        record: true,
+        answer: Answer::Auto,
+        play_wav: play,
+        dir: Some(dir.path().to_path_buf()),
+        codec_modules: modules.iter().map(|m| m.to_string()).collect(),
+        ..Default::default()
+    })
+}
+
+fn relay(dir: &TestDir, bob: &Baresip) -> Skybridge {
+    Skybridge::start(
+        dir.path(),
+        &SkybridgeOpts {
+            auth: anonymous(&["bob"]),
+            dialplan: dialplan(&[("bob", &bob.uri())]),
+            ..Default::default()
+        },
+    )
+}
+
+fn wav_or_panic(path: Option<&Path>, context: &str) -> Wav {
+    let Some(path) = path else {
+        panic!("no recording\n{context}");
+    };
+    read_wav(path).unwrap_or_else(|e| panic!("read {}: {e}\n{context}", path.display()))
+}
+
+/// Publishes a 3 s 1 kHz tone as `codec` at `rate` to `bob` and returns baresip's recording
+/// of that call.
+fn publish_to_phone(
+    dir: &TestDir,
+    sb: &Skybridge,
+    bob: &mut Baresip,
+    codec: &str,
+    rate: u32,
+) -> (Wav, String) {
+    let mut publisher = Publisher::new(&sb.rtmp_url("call/bob"), 1000, 3.0);
+    publisher.codec = codec.into();
+    publisher.rate = rate;
+    let mut child = publisher.spawn(&format!("publish-{codec}-{rate}"), dir.path());
+    let ctx = |bob: &Baresip, sb: &Skybridge, p: &common::procs::Child| {
+        format!("{}\n{}\n{}", bob.tails(), sb.tails(), p.tails(1500))
+    };
+    if bob.wait_for_event("CALL_ESTABLISHED", 5 * SEC).is_none() {
+        panic!(
+            "{codec}/{rate}: bob never answered\n{}",
+            ctx(bob, sb, &child)
+        );
+    }
+    if bob.wait_for_event("CALL_CLOSED", 10 * SEC).is_none() {
+        panic!(
+            "{codec}/{rate}: the call did not end after the publish\n{}",
+            ctx(bob, sb, &child)
+        );
+    }
+    child.wait_timeout(5 * SEC);
+    let context = ctx(bob, sb, &child);
+    let wav = wav_or_panic(bob.recording_path().as_deref(), &context);
+    (wav, context)
+}
+
+#[test]
+fn every_rtmp_format_reaches_a_pcmu_only_phone_as_a_1khz_tone() {
+    let _serial = serial();
+    let dir = TestDir::new("codecs-to-pcmu");
+    let mut bob = phone(&dir, &["g711.so"], None);
+    let sb = relay(&dir, &bob);
+    let formats = [
+        ("pcm_mulaw", 8000, "pcmu", false),
+        ("pcm_alaw", 8000, "pcma", false),
+        ("pcm_s16le", 8000, "pcm_s16le", true),
+        ("pcm_s16le", 16000, "pcm_s16le", true),
+        ("nellymoser", 8000, "nellymoser", true),
+        ("nellymoser", 16000, "nellymoser", true),
+    ];
+    for (codec, rate, client, transcodes) in formats {
+        let (wav, context) = publish_to_phone(&dir, &sb, &mut bob, codec, rate);
+        // Nellymoser is a perceptual codec: ffmpeg's encoder alone leaves ~20 dB.
+        let floor = if codec == "nellymoser" { 14.0 } else { 20.0 };
+        assert_tone_snr(
+            &format!("{codec} {rate} Hz → PCMU"),
+            &wav.mono(),
+            wav.rate,
+            1000.0,
+            1.5,
+            floor,
+            &context,
+        );
+        let line = format!("transcoding={transcodes}");
+        assert!(
+            sb.wait_log(&[&format!("codec pair {client}/pcmu"), &line], 2 * SEC),
+            "{codec}/{rate}: no `codec pair {client}/pcmu` with {line} in the log\n{context}"
+        );
+    }
+    let metrics = sb.metrics();
+    let m =
+        |name: &str, labels: &[(&str, &str)]| common::skybridge::metric_sum(&metrics, name, labels);
+    assert_eq!(
+        m("skybridge_transcoding_calls", &[]),
+        0.0,
+        "every call ended:\n{metrics}"
+    );
+    assert!(
+        metrics.contains("skybridge_calls_by_codec_pair{client=\"nellymoser\",sip=\"pcmu\"}")
+            || metrics
+                .contains("skybridge_calls_by_codec_pair{sip=\"pcmu\",client=\"nellymoser\"}"),
+        "the pair gauge names nellymoser/pcmu:\n{metrics}"
+    );
+}
+
+#[test]
+fn an_rtmp_pcmu_client_is_transcoded_to_a_g722_only_phone_both_ways() {
+    let _serial = serial();
+    let dir = TestDir::new("pcmu-to-g722");
+    let tone = dir.path().join("tone440.wav");
+    write_tone_wav(&tone, 440.0, 20.0, 8000).unwrap();
+    let mut bob = phone(&dir, &["g722.so"], Some(tone));
+    let sb = relay(&dir, &bob);
+    // The player (ffmpeg announces Nellymoser, G.711, … in `audioCodecs`) and the publisher
+    // join one call by the stream name.
+    let out = dir.path().join("played.wav");
+    let mut player = Player::new(&sb.rtmp_url("call/bob"), 3.0, &out).spawn("player", dir.path());
+    let (recorded, context) = publish_to_phone(&dir, &sb, &mut bob, "pcm_mulaw", 8000);
+    let exited = player.wait_timeout(10 * SEC);
+    let context = format!("{context}\n{}", player.tails(2000));
+    assert_tone_samples(
+        "pcm_mulaw → G.722",
+        &recorded.mono(),
+        recorded.rate,
+        1000.0,
+        1.5,
+        &context,
+    );
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "player did not finish: {exited:?}\n{context}"
+    );
+    let played = wav_or_panic(Some(&out), &context);
+    assert_tone_samples(
+        "G.722 → ffmpeg player (Nellymoser 16 kHz)",
+        &played.mono(),
+        played.rate,
+        440.0,
+        1.5,
+        &context,
+    );
+    assert!(
+        sb.wait_log(&["codec pair pcmu/g722", "transcoding=true"], 2 * SEC),
+        "the log names the pair and the transcoding\n{context}"
+    );
+}
