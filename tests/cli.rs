@@ -273,7 +273,11 @@ fn wait_for(addr: SocketAddr, path: &str, child: &mut Running) -> String {
             return r;
         }
         if let Ok(Some(status)) = child.0.try_wait() {
-            panic!("skybridge exited early: {status}");
+            let mut stderr = String::new();
+            if let Some(mut e) = child.0.stderr.take() {
+                let _ = e.read_to_string(&mut stderr);
+            }
+            panic!("skybridge exited early: {status}\n{stderr}");
         }
         assert!(Instant::now() < deadline, "{path} never answered");
         std::thread::sleep(Duration::from_millis(50));
@@ -291,13 +295,43 @@ fn wait_exit(child: &mut Running, within: Duration) -> std::process::ExitStatus 
     }
 }
 
+/// Starts `skybridge run` on fresh loopback ports and waits for `/healthz`. Ports are picked
+/// free and released before skybridge binds them, so a test running at the same time can take
+/// one in between: an early exit naming a port in use is retried with new ports (3 tries).
+fn start_on_free_ports() -> (Running, SocketAddr, String) {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let http = free_tcp();
+        let config = temp_file("run.toml", &run_config(http));
+        let mut child = spawn_run(&config);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(r) = http_get(http, "/healthz") {
+                return (child, http, r);
+            }
+            if let Ok(Some(status)) = child.0.try_wait() {
+                let mut stderr = String::new();
+                if let Some(mut e) = child.0.stderr.take() {
+                    let _ = e.read_to_string(&mut stderr);
+                }
+                assert!(
+                    stderr.contains("in use"),
+                    "skybridge exited early: {status}\n{stderr}"
+                );
+                last = stderr;
+                break;
+            }
+            assert!(Instant::now() < deadline, "/healthz never answered");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("three tries, a port in use each time: {last}");
+}
+
 #[test]
 fn run_serves_health_and_metrics_then_exits_0_on_sigterm() {
-    let http = free_tcp();
-    let config = temp_file("run.toml", &run_config(http));
-    let mut child = spawn_run(&config);
+    let (mut child, http, health) = start_on_free_ports();
 
-    let health = wait_for(http, "/healthz", &mut child);
     assert!(health.starts_with("HTTP/1.1 200 "), "{health}");
     let ready = wait_for(http, "/readyz", &mut child);
     assert!(ready.starts_with("HTTP/1.1 200 "), "{ready}");
