@@ -206,7 +206,7 @@ unsafe impl Send for SpeexEncoder {}
 
 impl SpeexEncoder {
     /// An encoder for `mode` at `quality` 0..=10 (clamped; 8 ≈ 15 kbit/s narrowband,
-    /// 8 ≈ 23.8 kbit/s wideband), complexity 2.
+    /// 8 ≈ 23.8 kbit/s wideband), complexity 3 (as ffmpeg; at 2 and below a pure tone we encode drives ffmpeg's float decoder unstable).
     pub fn new(mode: SpeexMode, quality: u8) -> Result<SpeexEncoder, SpeexError> {
         let raw_mode = mode.raw()?;
         // SAFETY: `raw_mode` is a valid mode table from speex_lib_get_mode; the returned state
@@ -220,7 +220,7 @@ impl SpeexEncoder {
             scratch: [0; MAX_FRAME],
         };
         enc.ctl(SPEEX_SET_QUALITY, c_int::from(quality.min(10)));
-        enc.ctl(SPEEX_SET_COMPLEXITY, 2);
+        enc.ctl(SPEEX_SET_COMPLEXITY, 3);
         Ok(enc)
     }
 
