@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what skybridge's test suite needs on a Debian/Ubuntu machine, only if missing:
-# ffmpeg, baresip, kamailio, sip-tester (sipp), sox, chromium, nodejs/npm, GStreamer, socat (apt), cargo-fuzz
+# ffmpeg, baresip, kamailio, sip-tester (sipp), sox, chromium, nodejs/npm, GStreamer, socat,
+# libopus-dev, libspeex-dev, pkg-config (apt), cargo-fuzz
 # (cargo) and playwright-core (npm, into tests/browser/node_modules; it never downloads a
 # browser: the tests drive Debian's /usr/bin/chromium).
 # Idempotent: a machine that has everything is left untouched (no apt-get update).
@@ -12,10 +13,12 @@ die() { printf '[install-deps] ERROR: %s\n' "$*" >&2; exit 1; }
 # package:command pairs; a package counts as present if dpkg knows it or its command exists.
 # (GStreamer: gst-launch-1.0, rtpstreampay/rtpstreamdepay, tcpclientsink, souphttpsrc for the
 # RFC 4571 tunnel tests; the plugin packages have no command of their own, dpkg decides.
-# socat: the local TLS client in front of GStreamer for the tunnel over TLS.)
+# socat: the local TLS client in front of GStreamer for the tunnel over TLS.
+# libopus-dev, libspeex-dev, pkg-config: the Opus and Speex codecs link Debian's libraries.)
 PKGS=(ffmpeg:ffmpeg baresip:baresip kamailio:kamailio sip-tester:sipp sox:sox chromium:chromium nodejs:node npm:npm
       gstreamer1.0-tools:gst-launch-1.0 gstreamer1.0-plugins-base:gstreamer1.0-plugins-base
-      gstreamer1.0-plugins-good:gstreamer1.0-plugins-good socat:socat)
+      gstreamer1.0-plugins-good:gstreamer1.0-plugins-good socat:socat
+      libopus-dev:libopus-dev libspeex-dev:libspeex-dev pkg-config:pkg-config)
 
 missing=()
 for pair in "${PKGS[@]}"; do
@@ -39,7 +42,7 @@ if ((${#missing[@]})); then
     $SUDO env DEBIAN_FRONTEND=noninteractive \
         apt-get install -y --no-install-recommends "${missing[@]}"
 else
-    log "system packages present: ffmpeg baresip kamailio sipp sox chromium node npm gstreamer socat"
+    log "system packages present: ffmpeg baresip kamailio sipp sox chromium node npm gstreamer socat libopus libspeex pkg-config"
 fi
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -4,6 +4,7 @@
 //! never panics on untrusted input and has a fuzz target in `fuzz/`.
 #![forbid(unsafe_code)]
 
+pub mod aac;
 pub mod amf0;
 pub mod classify;
 pub mod flv;
@@ -11,6 +12,7 @@ pub mod g711;
 pub mod g722;
 pub mod l16;
 pub mod nellymoser;
+pub mod opus;
 pub mod resample;
 pub mod rfc4571;
 pub mod rtcp;
@@ -19,5 +21,6 @@ pub mod rtp;
 pub mod sdp;
 pub mod signal;
 pub mod sip;
+pub mod speex;
 pub mod tone;
 pub mod websocket;

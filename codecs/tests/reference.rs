@@ -9,10 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
+use skybridge_codecs::aac::AacDecoder;
 use skybridge_codecs::flv::AudioTagHeader;
 use skybridge_codecs::g722::{G722Decoder, G722Encoder};
 use skybridge_codecs::nellymoser::NellymoserDecoder;
-use skybridge_codecs::{l16, tone};
+use skybridge_codecs::opus::{OpusDecoder, OpusEncoder};
+use skybridge_codecs::speex::{SpeexDecoder, SpeexEncoder, SpeexMode};
+use skybridge_codecs::{l16, opus, speex, tone};
 
 /// A scratch directory unique to this process and test, removed on drop.
 struct Scratch(PathBuf);
@@ -305,4 +308,315 @@ fn l16_we_write_is_read_by_ffmpeg_in_both_byte_orders() {
         Ok(src.len())
     );
     assert_eq!(back, src);
+}
+
+/// Writes `pcm` as a raw s16le file and has ffmpeg encode it with `codec_args` into `out`.
+fn ffmpeg_encode(dir: &Scratch, pcm: &[i16], rate: u32, codec_args: &[&str], out: &Path) {
+    let raw = dir.path("src.raw");
+    write_s16le(&raw, pcm);
+    let rate_s = rate.to_string();
+    let mut args = vec![
+        "-f",
+        "s16le",
+        "-ar",
+        &rate_s,
+        "-ac",
+        "1",
+        "-i",
+        raw.to_str().unwrap(),
+    ];
+    args.extend_from_slice(codec_args);
+    args.push(out.to_str().unwrap());
+    ffmpeg(&args);
+}
+
+/// The packets of the first logical stream of an Ogg file (RFC 3533): pages are
+/// `"OggS" version(8) type(8) granule(64) serial(32) seq(32) crc(32) nsegs(8) lacing(nsegs)`,
+/// a packet ends at a lacing value below 255.
+fn ogg_packets(ogg: &[u8]) -> Vec<Vec<u8>> {
+    let mut packets = Vec::new();
+    let mut current = Vec::new();
+    let mut pos = 0;
+    while pos + 27 <= ogg.len() {
+        assert_eq!(&ogg[pos..pos + 4], b"OggS", "Ogg page sync at {pos}");
+        let nsegs = ogg[pos + 26] as usize;
+        let lacing = &ogg[pos + 27..pos + 27 + nsegs];
+        let mut body = pos + 27 + nsegs;
+        for &l in lacing {
+            current.extend_from_slice(&ogg[body..body + l as usize]);
+            body += l as usize;
+            if l < 255 {
+                packets.push(std::mem::take(&mut current));
+            }
+        }
+        pos = body;
+    }
+    packets
+}
+
+/// CRC-32 of Ogg pages (polynomial 0x04C11DB7, no reflection, initial 0).
+fn ogg_crc(data: &[u8]) -> u32 {
+    let mut crc = 0u32;
+    for &b in data {
+        crc ^= u32::from(b) << 24;
+        for _ in 0..8 {
+            crc = if crc & 0x8000_0000 != 0 {
+                (crc << 1) ^ 0x04C1_1DB7
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// An Ogg file of one logical stream, one packet per page (each packet < 255·255 bytes);
+/// `granules[i]` is page i's granule position.
+fn ogg_file(packets: &[Vec<u8>], granules: &[u64]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (seq, (p, &granule)) in packets.iter().zip(granules).enumerate() {
+        let mut page = b"OggS\0".to_vec();
+        let flags = match seq {
+            0 => 0x02,
+            s if s + 1 == packets.len() => 0x04,
+            _ => 0,
+        };
+        page.push(flags);
+        page.extend_from_slice(&granule.to_le_bytes());
+        page.extend_from_slice(&0x5eed_u32.to_le_bytes());
+        page.extend_from_slice(&(seq as u32).to_le_bytes());
+        page.extend_from_slice(&[0; 4]);
+        let mut lacing = vec![255u8; p.len() / 255];
+        lacing.push((p.len() % 255) as u8);
+        page.push(lacing.len() as u8);
+        page.extend_from_slice(&lacing);
+        page.extend_from_slice(p);
+        let crc = ogg_crc(&page);
+        page[22..26].copy_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(&page);
+    }
+    out
+}
+
+/// An FLV file with one audio tag per payload, `header` the tag's first byte, 20 ms apart.
+fn flv_file(header: u8, payloads: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = b"FLV\x01\x04\x00\x00\x00\x09\x00\x00\x00\x00".to_vec();
+    for (i, p) in payloads.iter().enumerate() {
+        let size = (p.len() + 1) as u32;
+        let ts = (i as u32) * 20;
+        out.push(8);
+        out.extend_from_slice(&size.to_be_bytes()[1..]);
+        out.extend_from_slice(&ts.to_be_bytes()[1..]);
+        out.push((ts >> 24) as u8);
+        out.extend_from_slice(&[0, 0, 0]);
+        out.push(header);
+        out.extend_from_slice(p);
+        out.extend_from_slice(&(size + 11).to_be_bytes());
+    }
+    out
+}
+
+/// Frequency, level (dB against the source tone) and SNR of `x`, printed and asserted.
+fn assert_tone(what: &str, x: &[i16], rate: u32, level_db: std::ops::Range<f64>, min_snr: f64) {
+    let hz = tone::zero_crossing_hz(x, rate).unwrap();
+    let level = level_vs_source_db(x, TONE_AMP);
+    let snr = tone::snr_db(x, TONE_HZ, rate);
+    eprintln!("{what}: tone {hz:.1} Hz, level {level:.2} dB, SNR {snr:.1} dB");
+    assert!((hz - TONE_HZ).abs() < 5.0, "{what}: tone at {hz:.1} Hz");
+    assert!(level_db.contains(&level), "{what}: level {level:.2} dB");
+    assert!(snr > min_snr, "{what}: SNR {snr:.1} dB");
+}
+
+#[test]
+fn speex_wideband_from_ffmpeg_flv_decodes_to_the_source_tone() {
+    let dir = Scratch::new("speexwb");
+    let src = tone::sine(TONE_HZ, TONE_AMP, 16000, 32000);
+    let flv = dir.path("speex.flv");
+    ffmpeg_encode(&dir, &src, 16000, &["-c:a", "libspeex", "-f", "flv"], &flv);
+    let tags = flv_audio_tags(&std::fs::read(&flv).unwrap());
+    assert!(tags.len() > 10, "only {} audio tags", tags.len());
+    let mut dec = SpeexDecoder::new(speex::FLV_MODE).unwrap();
+    let mut ours = Vec::new();
+    let mut buf = vec![0i16; 320 * speex::MAX_FRAMES_PER_PACKET];
+    for (h, payload) in &tags {
+        assert_eq!(h.sound_format, 11);
+        let n = dec.decode(Some(payload), &mut buf).unwrap();
+        ours.extend_from_slice(&buf[..n]);
+    }
+    assert!(ours.len() >= 30000, "{} samples", ours.len());
+    assert_tone(
+        "speex wb from ffmpeg",
+        &ours[4000..30000],
+        16000,
+        -1.0..1.0,
+        30.0,
+    );
+}
+
+#[test]
+fn speex_narrowband_from_ffmpeg_ogg_decodes_to_the_source_tone() {
+    let dir = Scratch::new("speexnb");
+    let src = tone::sine(TONE_HZ, TONE_AMP, 8000, 16000);
+    let ogg = dir.path("speex.ogg");
+    ffmpeg_encode(&dir, &src, 8000, &["-c:a", "libspeex", "-f", "ogg"], &ogg);
+    let packets = ogg_packets(&std::fs::read(&ogg).unwrap());
+    assert!(packets[0].starts_with(b"Speex   "), "Speex header first");
+    let mut dec = SpeexDecoder::new(SpeexMode::Narrowband).unwrap();
+    let mut ours = Vec::new();
+    let mut buf = vec![0i16; 160 * speex::MAX_FRAMES_PER_PACKET];
+    for p in &packets[2..] {
+        let n = dec.decode(Some(p), &mut buf).unwrap();
+        ours.extend_from_slice(&buf[..n]);
+    }
+    assert!(ours.len() >= 15000, "{} samples", ours.len());
+    assert_tone(
+        "speex nb from ffmpeg",
+        &ours[2000..15000],
+        8000,
+        -1.0..1.0,
+        30.0,
+    );
+}
+
+#[test]
+fn speex_wideband_we_encode_decodes_in_ffmpeg_and_ours() {
+    let dir = Scratch::new("speexenc");
+    let src = tone::sine(TONE_HZ, TONE_AMP, 16000, 32000);
+    let mut enc = SpeexEncoder::new(SpeexMode::Wideband, speex::DEFAULT_QUALITY).unwrap();
+    let mut dec = SpeexDecoder::new(SpeexMode::Wideband).unwrap();
+    let mut payloads = Vec::new();
+    let mut ours = Vec::new();
+    let mut pkt = [0u8; 200];
+    let mut pcm = [0i16; 320];
+    for frame in src.chunks_exact(320) {
+        let n = enc.encode(frame, &mut pkt).unwrap();
+        payloads.push(pkt[..n].to_vec());
+        assert_eq!(dec.decode(Some(&pkt[..n]), &mut pcm), Ok(320));
+        ours.extend_from_slice(&pcm);
+    }
+    assert_tone("speex wb round trip", &ours[4000..], 16000, -1.0..1.0, 30.0);
+    // FLV SoundFormat 11 (0xB2: speex, 16-bit, mono), as Flash would send it.
+    let file = dir.path("ours.flv");
+    std::fs::write(&file, flv_file(0xB2, &payloads)).unwrap();
+    let theirs = ffmpeg_decode(&[], &file, &dir.path("theirs.raw"));
+    assert!(theirs.len() >= 30000, "{} samples", theirs.len());
+    assert_tone(
+        "speex wb ours in ffmpeg",
+        &theirs[4000..30000],
+        16000,
+        -1.0..1.0,
+        30.0,
+    );
+}
+
+#[test]
+fn aac_from_ffmpeg_flv_decodes_to_the_source_tone() {
+    let dir = Scratch::new("aac");
+    let src = tone::sine(TONE_HZ, TONE_AMP, 44100, 88200);
+    let flv = dir.path("aac.flv");
+    ffmpeg_encode(
+        &dir,
+        &src,
+        44100,
+        &["-c:a", "aac", "-b:a", "96k", "-f", "flv"],
+        &flv,
+    );
+    let tags = flv_audio_tags(&std::fs::read(&flv).unwrap());
+    let (first, config) = &tags[0];
+    assert_eq!(first.aac_packet_type, Some(0), "sequence header first");
+    let mut dec = AacDecoder::new(config).unwrap();
+    assert_eq!(dec.config().sample_rate, 44100);
+    assert_eq!(dec.config().channels(), 1);
+    let mut ours = Vec::new();
+    let mut buf = vec![0i16; 2048];
+    for (h, au) in &tags[1..] {
+        assert_eq!(h.aac_packet_type, Some(1));
+        let n = dec.decode(au, &mut buf).unwrap();
+        ours.extend_from_slice(&buf[..n]);
+    }
+    assert!(ours.len() >= 80000, "{} samples", ours.len());
+    assert_tone(
+        "aac from ffmpeg",
+        &ours[11025..80000],
+        44100,
+        -1.0..1.0,
+        30.0,
+    );
+}
+
+#[test]
+fn opus_from_ffmpeg_ogg_decodes_to_the_source_tone_at_48_and_8_khz() {
+    let dir = Scratch::new("opusdec");
+    let src = tone::sine(TONE_HZ, TONE_AMP, 48000, 96000);
+    let ogg = dir.path("opus.ogg");
+    ffmpeg_encode(
+        &dir,
+        &src,
+        48000,
+        &["-c:a", "libopus", "-b:a", "32k", "-f", "ogg"],
+        &ogg,
+    );
+    let packets = ogg_packets(&std::fs::read(&ogg).unwrap());
+    assert!(packets[0].starts_with(b"OpusHead"));
+    assert!(packets[1].starts_with(b"OpusTags"));
+    for rate in [48000u32, 8000] {
+        let mut dec = OpusDecoder::new(rate).unwrap();
+        let mut ours = Vec::new();
+        let mut buf = vec![0i16; 48 * 120];
+        for p in &packets[2..] {
+            let n = dec.decode(Some(p), &mut buf).unwrap();
+            ours.extend_from_slice(&buf[..n]);
+        }
+        let r = rate as usize;
+        assert!(ours.len() >= r * 19 / 10, "{rate}: {} samples", ours.len());
+        let what = format!("opus from ffmpeg at {rate} Hz");
+        assert_tone(&what, &ours[r / 4..r * 19 / 10], rate, -1.0..1.0, 12.0);
+    }
+}
+
+#[test]
+fn opus_we_encode_decodes_in_ffmpeg_and_ours() {
+    let dir = Scratch::new("opusenc");
+    let src = tone::sine(TONE_HZ, TONE_AMP, 8000, 16000);
+    // PCMU-side rate in, RTP's 48 kHz clock on the wire.
+    let mut enc = OpusEncoder::new(8000, 24000).unwrap();
+    let mut dec = OpusDecoder::new(8000).unwrap();
+    let mut head = b"OpusHead\x01\x01".to_vec();
+    head.extend_from_slice(&0u16.to_le_bytes()); // pre-skip
+    head.extend_from_slice(&8000u32.to_le_bytes()); // input rate, informative
+    head.extend_from_slice(&[0, 0, 0]); // gain, mapping family 0
+    let mut tags = b"OpusTags".to_vec();
+    tags.extend_from_slice(&4u32.to_le_bytes());
+    tags.extend_from_slice(b"test");
+    tags.extend_from_slice(&0u32.to_le_bytes());
+    let mut packets = vec![head, tags];
+    let mut granules = vec![0u64, 0];
+    let mut ours = Vec::new();
+    let mut pkt = [0u8; opus::MAX_PACKET];
+    let mut pcm = [0i16; 160];
+    for (i, frame) in src.chunks_exact(160).enumerate() {
+        let n = enc.encode(frame, &mut pkt).unwrap();
+        packets.push(pkt[..n].to_vec());
+        granules.push(u64::from(opus::rtp_ticks(160, 8000)) * (i as u64 + 1));
+        assert_eq!(dec.decode(Some(&pkt[..n]), &mut pcm), Ok(160));
+        ours.extend_from_slice(&pcm);
+    }
+    assert_tone(
+        "opus round trip 8 kHz",
+        &ours[2000..],
+        8000,
+        -1.0..1.0,
+        20.0,
+    );
+    let file = dir.path("ours.ogg");
+    std::fs::write(&file, ogg_file(&packets, &granules)).unwrap();
+    let theirs = ffmpeg_decode(&["-f", "ogg"], &file, &dir.path("theirs.raw"));
+    assert!(theirs.len() >= 90000, "{} samples at 48 kHz", theirs.len());
+    assert_tone(
+        "opus ours in ffmpeg",
+        &theirs[12000..90000],
+        48000,
+        -1.0..1.0,
+        12.0,
+    );
 }

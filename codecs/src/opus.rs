@@ -1,0 +1,274 @@
+//! Opus (RFC 6716) for calls: mono, 20 ms frames, over the system's libopus.
+//!
+//! RTP carries Opus per RFC 7587: one Opus packet per RTP packet, the RTP clock always 48 kHz
+//! whatever the audio bandwidth (`a=rtpmap:<pt> opus/48000/2` in SDP, even for mono, §7).
+//! The coders themselves run at any of libopus's rates (8, 12, 16, 24, 48 kHz), so a call
+//! bridged to G.711 can decode straight to 8 kHz and skip a resampler; timestamps still
+//! advance in 48 kHz ticks ([`rtp_ticks`]).
+//!
+//! Backed by the `opus` crate (safe bindings; `audiopus_sys` links Debian's `libopus-dev`
+//! found through pkg-config). libopus works in the state it allocated at creation: nothing is
+//! allocated per frame.
+
+use opus::{Application, Channels, ErrorCode};
+
+/// RTP clock rate of Opus (RFC 7587 §4.1), whatever the coded bandwidth.
+pub const RTP_CLOCK_RATE: u32 = 48_000;
+
+/// Largest Opus packet (RFC 6716 §3.4: 1275 bytes per frame; one frame per 20 ms packet).
+pub const MAX_PACKET: usize = 1275;
+
+/// Encoder complexity (libopus 0..=10, default 10). 5 roughly halves the encoder's cost for
+/// speech at a small quality cost; it keeps a transcoded call within budget (README,
+/// Performance).
+pub const COMPLEXITY: i32 = 5;
+
+/// Frame duration used here, in milliseconds.
+pub const FRAME_MS: u32 = 20;
+
+/// Errors from the Opus coders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OpusError {
+    /// libopus runs at 8, 12, 16, 24 or 48 kHz only.
+    #[error("unsupported Opus sample rate {0} Hz")]
+    UnsupportedRate(u32),
+    /// The encoder takes exactly one 20 ms frame.
+    #[error("{got} samples given, one 20 ms frame is {frame}")]
+    FrameSize {
+        /// Samples given.
+        got: usize,
+        /// Samples in 20 ms at the coder's rate.
+        frame: usize,
+    },
+    /// The output buffer is shorter than the result.
+    #[error("output buffer holds {got} items, {needed} needed")]
+    OutputTooSmall {
+        /// Items the call produces.
+        needed: usize,
+        /// Items the output buffer holds.
+        got: usize,
+    },
+    /// An empty packet (use `decode(None, …)` for a lost one).
+    #[error("empty Opus packet")]
+    Empty,
+    /// The packet is malformed (libopus `OPUS_INVALID_PACKET`).
+    #[error("invalid Opus packet")]
+    InvalidPacket,
+    /// libopus found the output buffer too small for the packet.
+    #[error("output buffer too small for the Opus packet")]
+    BufferTooSmall,
+    /// Any other libopus failure (bad argument, internal error, allocation failure).
+    #[error("libopus error")]
+    Library,
+}
+
+impl From<opus::Error> for OpusError {
+    fn from(e: opus::Error) -> OpusError {
+        match e.code() {
+            ErrorCode::InvalidPacket => OpusError::InvalidPacket,
+            ErrorCode::BufferTooSmall => OpusError::BufferTooSmall,
+            _ => OpusError::Library,
+        }
+    }
+}
+
+fn check_rate(rate: u32) -> Result<usize, OpusError> {
+    match rate {
+        8_000 | 12_000 | 16_000 | 24_000 | 48_000 => Ok(rate as usize / 50),
+        _ => Err(OpusError::UnsupportedRate(rate)),
+    }
+}
+
+/// RTP timestamp ticks (48 kHz, RFC 7587 §4.1) for `samples` PCM samples at `rate` Hz.
+pub const fn rtp_ticks(samples: usize, rate: u32) -> u32 {
+    (samples as u64 * RTP_CLOCK_RATE as u64 / rate as u64) as u32
+}
+
+/// A mono Opus encoder for speech (libopus `OPUS_APPLICATION_VOIP`), 20 ms frames.
+pub struct OpusEncoder {
+    inner: opus::Encoder,
+    frame: usize,
+}
+
+impl OpusEncoder {
+    /// An encoder taking `rate` Hz input (8/12/16/24/48 kHz) at `bitrate` bit/s (libopus
+    /// clamps to 500..=512000; 24000 is plenty for wideband speech), VBR, complexity [`COMPLEXITY`], in-band FEC on
+    /// (RFC 7587 §3.3: recovery of a lost packet from the next one).
+    pub fn new(rate: u32, bitrate: i32) -> Result<OpusEncoder, OpusError> {
+        let frame = check_rate(rate)?;
+        let mut inner = opus::Encoder::new(rate, Channels::Mono, Application::Voip)?;
+        inner.set_bitrate(opus::Bitrate::Bits(bitrate))?;
+        inner.set_inband_fec(true)?;
+        inner.set_packet_loss_perc(5)?;
+        inner.set_complexity(COMPLEXITY)?;
+        Ok(OpusEncoder { inner, frame })
+    }
+
+    /// Samples in one 20 ms frame at the encoder's rate.
+    pub fn frame_samples(&self) -> usize {
+        self.frame
+    }
+
+    /// Encodes one 20 ms frame; returns the packet length written to `out` (room for
+    /// [`MAX_PACKET`] is always enough).
+    pub fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, OpusError> {
+        if pcm.len() != self.frame {
+            return Err(OpusError::FrameSize {
+                got: pcm.len(),
+                frame: self.frame,
+            });
+        }
+        let limit = out.len().min(MAX_PACKET);
+        Ok(self.inner.encode(pcm, &mut out[..limit])?)
+    }
+}
+
+/// A mono Opus decoder at 8/12/16/24/48 kHz output (any packet decodes at any of them).
+pub struct OpusDecoder {
+    inner: opus::Decoder,
+    frame: usize,
+}
+
+impl OpusDecoder {
+    /// A decoder producing mono PCM at `rate` Hz (a stereo stream is down-mixed by libopus).
+    pub fn new(rate: u32) -> Result<OpusDecoder, OpusError> {
+        let frame = check_rate(rate)?;
+        Ok(OpusDecoder {
+            inner: opus::Decoder::new(rate, Channels::Mono)?,
+            frame,
+        })
+    }
+
+    /// Samples in one 20 ms frame at the decoder's rate.
+    pub fn frame_samples(&self) -> usize {
+        self.frame
+    }
+
+    /// Decodes one packet into `out` (room for 120 ms, six frames, covers every packet);
+    /// returns the samples written. `None` is a lost packet: libopus conceals one 20 ms frame.
+    pub fn decode(&mut self, packet: Option<&[u8]>, out: &mut [i16]) -> Result<usize, OpusError> {
+        match packet {
+            None => {
+                let dst = self.frame_out(out)?;
+                Ok(self.inner.decode(&[], dst, false)?)
+            }
+            Some([]) => Err(OpusError::Empty),
+            Some(p) => {
+                let needed = self.inner.get_nb_samples(p)?;
+                if needed > out.len() {
+                    return Err(OpusError::OutputTooSmall {
+                        needed,
+                        got: out.len(),
+                    });
+                }
+                Ok(self.inner.decode(p, &mut out[..needed], false)?)
+            }
+        }
+    }
+
+    /// Recovers the frame lost just before `next` from `next`'s in-band FEC data (RFC 7587
+    /// §3.3), or conceals it when `next` has none; returns the samples written (one frame).
+    pub fn decode_fec(&mut self, next: &[u8], out: &mut [i16]) -> Result<usize, OpusError> {
+        if next.is_empty() {
+            return Err(OpusError::Empty);
+        }
+        let dst = self.frame_out(out)?;
+        Ok(self.inner.decode(next, dst, true)?)
+    }
+
+    fn frame_out<'a>(&self, out: &'a mut [i16]) -> Result<&'a mut [i16], OpusError> {
+        let got = out.len();
+        out.get_mut(..self.frame).ok_or(OpusError::OutputTooSmall {
+            needed: self.frame,
+            got,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::tone;
+
+    #[test]
+    fn encode_then_decode_keeps_a_tone_at_each_rate() {
+        for rate in [8_000u32, 16_000, 48_000] {
+            let src = tone::sine(1000.0, 10_000.0, rate, rate as usize);
+            let mut enc = OpusEncoder::new(rate, 32_000).unwrap();
+            let mut dec = OpusDecoder::new(rate).unwrap();
+            let f = enc.frame_samples();
+            let mut pkt = [0u8; MAX_PACKET];
+            let mut out = vec![0i16; f];
+            let mut back = Vec::new();
+            for chunk in src.chunks_exact(f) {
+                let n = enc.encode(chunk, &mut pkt).unwrap();
+                assert_eq!(dec.decode(Some(&pkt[..n]), &mut out), Ok(f));
+                back.extend_from_slice(&out);
+            }
+            let tail = &back[rate as usize / 4..];
+            let level = tone::level_db(tone::rms(tail), 10_000.0 / 2f64.sqrt());
+            let snr = tone::snr_db(tail, 1000.0, rate);
+            eprintln!("opus {rate} Hz: level {level:.2} dB, SNR {snr:.1} dB");
+            assert!(level.abs() < 1.0, "{rate}: level {level:.2} dB");
+            // A perceptual codec: a pure tone keeps its level, not a high SNR.
+            assert!(snr > 12.0, "{rate}: SNR {snr:.1} dB");
+        }
+    }
+
+    #[test]
+    fn lost_packets_are_concealed_and_bad_input_is_an_error() {
+        let mut enc = OpusEncoder::new(48_000, 24_000).unwrap();
+        let mut dec = OpusDecoder::new(8_000).unwrap();
+        let mut pkt = [0u8; MAX_PACKET];
+        let mut out = [0i16; 960];
+        let src = tone::sine(1000.0, 10_000.0, 48_000, 960 * 2);
+        let n = enc.encode(&src[..960], &mut pkt).unwrap();
+        assert_eq!(
+            dec.decode(Some(&pkt[..n]), &mut out),
+            Ok(160),
+            "48 kHz stream decodes at 8 kHz"
+        );
+        assert_eq!(dec.decode(None, &mut out), Ok(160));
+        let n = enc.encode(&src[960..], &mut pkt).unwrap();
+        assert_eq!(dec.decode_fec(&pkt[..n], &mut out), Ok(160));
+        assert_eq!(dec.decode(Some(&[]), &mut out), Err(OpusError::Empty));
+        assert_eq!(
+            dec.decode(None, &mut out[..100]),
+            Err(OpusError::OutputTooSmall {
+                needed: 160,
+                got: 100
+            })
+        );
+        assert!(matches!(
+            enc.encode(&src[..100], &mut pkt),
+            Err(OpusError::FrameSize { .. })
+        ));
+        assert_eq!(
+            OpusDecoder::new(44_100).err(),
+            Some(OpusError::UnsupportedRate(44_100))
+        );
+        // A code-3 packet claiming 48 frames (too long) is invalid, not a crash.
+        assert!(dec.decode(Some(&[0x03, 0x30]), &mut out).is_err());
+        let mut x = 0x9E37_79B9u32;
+        for len in 1..200 {
+            let junk: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            let mut big = [0i16; 960 * 6];
+            let _ = dec.decode(Some(&junk), &mut big);
+        }
+    }
+
+    #[test]
+    fn rtp_ticks_are_48_khz() {
+        assert_eq!(rtp_ticks(160, 8_000), 960);
+        assert_eq!(rtp_ticks(960, 48_000), 960);
+        assert_eq!(rtp_ticks(320, 16_000), 960);
+    }
+}
