@@ -406,7 +406,7 @@ impl Config {
             let Some(codec) = crate::media::Codec::from_config_name(name) else {
                 return Err(invalid(
                     KEY,
-                    format!("unknown codec `{name}` (pcmu, pcma, g722, l16, l16/16000, l16/44100, l16/48000)"),
+                    format!("unknown codec `{name}` (pcmu, pcma, g722, opus, speex, speex/16000, l16, l16/16000, l16/44100, l16/48000)"),
                 ));
             };
             if !codec.transcodable() {
@@ -869,15 +869,22 @@ mod tests {
     fn rtp_codecs_are_validated_by_name_support_and_uniqueness() {
         use crate::media::Codec;
         let ok =
-            Config::from_toml("[rtp]\ncodecs = [\"g722\", \"L16/16000\", \"pcmu\"]\n").unwrap();
+            Config::from_toml("[rtp]\ncodecs = [\"g722\", \"L16/16000\", \"pcmu\", \"opus\", \"speex\", \"speex/16000\"]\n").unwrap();
         assert_eq!(
             ok.rtp_codecs(),
-            vec![Codec::G722, Codec::L16 { rate: 16000 }, Codec::Pcmu]
+            vec![
+                Codec::G722,
+                Codec::L16 { rate: 16000 },
+                Codec::Pcmu,
+                Codec::Opus,
+                Codec::Speex { rate: 8000 },
+                Codec::Speex { rate: 16000 }
+            ]
         );
         for (list, why) in [
             ("[]", "1 to 16"),
             ("[\"gsm\"]", "unknown codec `gsm`"),
-            ("[\"opus\"]", "not supported yet"),
+            ("[\"speex/32000\"]", "unknown codec `speex/32000`"),
             ("[\"pcmu\", \"PCMU\"]", "listed twice"),
         ] {
             let err = Config::from_toml(&format!("[rtp]\ncodecs = {list}\n"))

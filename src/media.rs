@@ -2,6 +2,7 @@
 //! what a client leg can receive.
 
 use bytes::Bytes;
+use skybridge_codecs::aac::{self, AacError, AudioSpecificConfig};
 
 /// An audio codec one of the legs can name: on the SIP leg by SDP `rtpmap` (RFC 3551, 7587,
 /// 5574), on an RTMP leg by FLV sound format (Adobe FLV spec E.4.2.1).
@@ -18,8 +19,7 @@ use bytes::Bytes;
 /// | `Opus` | `opus/48000/2` (RFC 7587) | — | 48 kHz | 48000 |
 /// | `Aac` | — | 10 | rate | rate |
 ///
-/// Speex, Opus and AAC are named here so negotiation and FLV detection can recognise them;
-/// their coders are not wired yet ([`Codec::transcodable`] is false).
+/// AAC is decoded only (it arrives from RTMP publishers; no leg is ever sent AAC).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Codec {
     /// G.711 µ-law.
@@ -34,11 +34,12 @@ pub enum Codec {
     G722,
     /// Nellymoser Asao at `rate` Hz (FLV only).
     Nellymoser { rate: u32 },
-    /// Speex at 8000 (narrowband) or 16000 Hz (wideband). Not transcodable yet.
+    /// Speex at 8000 (narrowband) or 16000 Hz (wideband; FLV format 11).
     Speex { rate: u32 },
-    /// Opus (48 kHz clock). Not transcodable yet.
+    /// Opus (48 kHz clock; coded at the rate the transcoder picks, see `transcode`).
     Opus,
-    /// AAC-LC (FLV format 10), at the rate its AudioSpecificConfig names. Not decodable yet.
+    /// AAC-LC (FLV format 10), at the rate and channel count its AudioSpecificConfig names
+    /// ([`Codec::from_aac_config`]). Decoded only.
     Aac { rate: u32, stereo: bool },
 }
 
@@ -84,8 +85,8 @@ impl Codec {
         }
     }
 
-    /// Whether the relay can decode and encode this codec today (Speex, Opus and AAC wait for
-    /// their wrappers; see `transcode`).
+    /// Whether the relay can decode this codec, and encode it unless it is AAC (which only
+    /// ever arrives from a client). Speex only at its narrowband and wideband rates.
     pub fn transcodable(self) -> bool {
         match self {
             Codec::Pcmu
@@ -93,9 +94,33 @@ impl Codec {
             | Codec::L16 { .. }
             | Codec::PcmLe { .. }
             | Codec::G722
-            | Codec::Nellymoser { .. } => true,
-            Codec::Speex { .. } | Codec::Opus | Codec::Aac { .. } => false,
+            | Codec::Nellymoser { .. }
+            | Codec::Opus
+            | Codec::Aac { .. } => true,
+            Codec::Speex { rate } => rate == 8000 || rate == 16000,
         }
+    }
+
+    /// The AAC codec an FLV AAC sequence header (AudioSpecificConfig) describes, if the relay
+    /// decodes it: AAC-LC, mono or stereo, 1024-sample frames, at a rate the resampler takes.
+    pub fn from_aac_config(config: &[u8]) -> Result<Codec, AacError> {
+        let asc = AudioSpecificConfig::parse(config)?;
+        if asc.object_type != aac::OBJECT_TYPE_LC {
+            return Err(AacError::UnsupportedObjectType(asc.object_type));
+        }
+        if !(1..=2).contains(&asc.channel_configuration) {
+            return Err(AacError::UnsupportedChannels(asc.channel_configuration));
+        }
+        if asc.short_frames || asc.depends_on_core_coder {
+            return Err(AacError::UnsupportedFrame);
+        }
+        if !skybridge_codecs::resample::SUPPORTED_RATES.contains(&asc.sample_rate) {
+            return Err(AacError::BadSampleRate(asc.sampling_frequency_index));
+        }
+        Ok(Codec::Aac {
+            rate: asc.sample_rate,
+            stereo: asc.channel_configuration == 2,
+        })
     }
 
     /// Static RTP payload type (RFC 3551 table 4), if the codec has one.
@@ -329,9 +354,10 @@ pub mod flash_snd {
 
 impl ClientCaps {
     /// The codec to send this client when the SIP leg uses `sip`: `sip` itself when the
-    /// client can take it (pass-through), µ⇄A-law when it takes only the other law, else the
-    /// most bandwidth-efficient codec it decodes that the relay can encode (Nellymoser at
-    /// the SIP leg's rate, then G.711), else PCM at the SIP leg's rate.
+    /// client can take it (pass-through: G.711, Speex-WB), µ⇄A-law when it takes only the
+    /// other law, else the most bandwidth-efficient codec it decodes that the relay can
+    /// encode cheaply (Nellymoser at the SIP leg's rate, then Speex-WB, then G.711), else PCM
+    /// at the SIP leg's rate. Never AAC (decoded only), whatever the client announces.
     pub fn choose(self, sip: Codec) -> Codec {
         match self {
             ClientCaps::G711 => match sip {
@@ -352,6 +378,8 @@ impl ClientCaps {
                 match sip {
                     Codec::Pcmu if has(flash_snd::G711U) => return sip,
                     Codec::Pcma if has(flash_snd::G711A) => return sip,
+                    // FLV Speex is wideband only.
+                    Codec::Speex { rate: 16000 } if has(flash_snd::SPEEX) => return sip,
                     _ => {}
                 }
                 // Transcoding anyway: the thin client leg gets the fewest bits per second.
@@ -361,6 +389,9 @@ impl ClientCaps {
                 }
                 if has(flash_snd::NELLY8) || has(flash_snd::NELLY) {
                     return Codec::Nellymoser { rate: 8000 };
+                }
+                if has(flash_snd::SPEEX) {
+                    return Codec::Speex { rate: 16000 };
                 }
                 if has(flash_snd::G711U) {
                     return Codec::Pcmu;
@@ -481,5 +512,80 @@ mod tests {
             }
         );
         assert_eq!(ClientCaps::G711.choose(Codec::G722), Codec::Pcmu);
+        // Speex: pass-through for a wideband Speex SIP leg, else after Nellymoser.
+        assert_eq!(
+            ffmpeg.choose(Codec::Speex { rate: 16000 }),
+            Codec::Speex { rate: 16000 }
+        );
+        let speex_only = ClientCaps::Flash {
+            audio_codecs: Some(flash_snd::SPEEX | flash_snd::AAC),
+        };
+        assert_eq!(speex_only.choose(Codec::Opus), Codec::Speex { rate: 16000 });
+        assert_eq!(
+            ffmpeg.choose(Codec::Opus),
+            Codec::Nellymoser { rate: 16000 }
+        );
+    }
+
+    #[test]
+    fn no_client_is_ever_sent_aac_whatever_it_announces() {
+        for bits in [
+            None,
+            Some(0xFFFF),
+            Some(flash_snd::AAC),
+            Some(4071),
+            Some(0),
+        ] {
+            for sip in [
+                Codec::Pcmu,
+                Codec::Pcma,
+                Codec::G722,
+                Codec::Opus,
+                Codec::Speex { rate: 8000 },
+                Codec::Speex { rate: 16000 },
+                Codec::L16 { rate: 44100 },
+            ] {
+                let c = ClientCaps::Flash { audio_codecs: bits }.choose(sip);
+                assert!(
+                    !matches!(c, Codec::Aac { .. }) && Codec::flv_tag_header(c).is_some(),
+                    "{bits:?} {sip:?} → {c:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn aac_sequence_headers_name_the_codec_or_say_why_not() {
+        // ffmpeg's 44.1 kHz mono and 48 kHz stereo LC headers.
+        assert_eq!(
+            Codec::from_aac_config(&[0x12, 0x08]),
+            Ok(Codec::Aac {
+                rate: 44100,
+                stereo: false
+            })
+        );
+        assert_eq!(
+            Codec::from_aac_config(&[0x11, 0x90, 0x56, 0xE5, 0x00]),
+            Ok(Codec::Aac {
+                rate: 48000,
+                stereo: true
+            })
+        );
+        assert_eq!(
+            Codec::from_aac_config(&[0x2A, 0x08]),
+            Err(AacError::UnsupportedObjectType(5))
+        );
+        assert_eq!(
+            Codec::from_aac_config(&[0x12, 0x30]),
+            Err(AacError::UnsupportedChannels(6))
+        );
+        // 96 kHz (index 0): no resampler path.
+        assert_eq!(
+            Codec::from_aac_config(&[0x10, 0x08]),
+            Err(AacError::BadSampleRate(0))
+        );
+        assert_eq!(Codec::from_aac_config(&[0x12]), Err(AacError::TooShort));
+        assert!(Codec::Opus.transcodable() && Codec::Speex { rate: 16000 }.transcodable());
+        assert!(!Codec::Speex { rate: 32000 }.transcodable());
     }
 }

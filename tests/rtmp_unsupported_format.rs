@@ -1,6 +1,6 @@
-//! A stock RTMP client publishing a codec we do not decode yet (AAC, ffmpeg's default; Speex
-//! until its wrapper lands) gets an `_error` naming the format, and skybridge logs it with the
-//! peer address and counts it. (PCM and Nellymoser are transcoded: tests/codecs_interop.rs.)
+//! A stock RTMP client publishing a codec we do not decode (MP3, ADPCM) gets an `_error` naming
+//! the format, and skybridge logs it with the peer address and counts it. (PCM, Nellymoser,
+//! Speex and AAC are transcoded: tests/codecs_interop.rs.)
 
 mod common;
 
@@ -10,13 +10,13 @@ use std::time::Duration;
 use common::procs::{free_port_block, free_tcp_port, free_udp_port, wait_until, Child, TestDir};
 
 #[test]
-fn aac_publish_gets_an_error_naming_the_format() {
-    refused_with_an_error_naming_it("aac", 44100, "aac");
+fn mp3_publish_gets_an_error_naming_the_format() {
+    refused_with_an_error_naming_it("libmp3lame", 44100, "mp3");
 }
 
 #[test]
-fn speex_publish_gets_an_error_naming_the_format() {
-    refused_with_an_error_naming_it("speex", 16000, "speex");
+fn adpcm_publish_gets_an_error_naming_the_format() {
+    refused_with_an_error_naming_it("adpcm_swf", 44100, "adpcm");
 }
 
 fn refused_with_an_error_naming_it(codec: &str, rate: u32, name: &str) {

@@ -616,7 +616,8 @@ pub struct SdpBuilder {
     pub address: IpAddr,
     /// Our RTP port (0 rejects the stream).
     pub port: u16,
-    /// `(payload type, encoding name, clock rate)` in preference order.
+    /// `(payload type, encoding name, clock rate)` in preference order. `opus` is written as
+    /// RFC 7587 §7 requires, `opus/48000/2`, with `a=fmtp:<pt> useinbandfec=1` (§6.1).
     pub codecs: Vec<(u8, &'static str, u32)>,
     /// Payload type for RFC 4733 telephone-event/8000, if offered/accepted.
     pub telephone_event: Option<u8>,
@@ -677,7 +678,14 @@ impl SdpBuilder {
         }
         s.push_str("\r\n");
         for &(pt, name, rate) in self.codecs.iter().filter(|c| c.0 <= 127) {
-            let _ = write!(s, "a=rtpmap:{pt} {name}/{rate}\r\n");
+            if name.eq_ignore_ascii_case("opus") {
+                let _ = write!(
+                    s,
+                    "a=rtpmap:{pt} {name}/{rate}/2\r\na=fmtp:{pt} useinbandfec=1\r\n"
+                );
+            } else {
+                let _ = write!(s, "a=rtpmap:{pt} {name}/{rate}\r\n");
+            }
         }
         if let Some(te) = self.telephone_event.filter(|&pt| pt <= 127) {
             let _ = write!(
@@ -925,6 +933,20 @@ a=sendrecv\r\n";
         assert_eq!(sd.media_direction(m), Direction::SendRecv);
         assert_eq!(sd.media_address(m), Some(builder().address));
         assert!(bytes.ends_with(b"a=sendrecv\r\n"));
+    }
+
+    #[test]
+    fn opus_is_written_with_two_channels_and_fec_and_parses_back() {
+        let mut b = builder();
+        b.codecs = vec![(96, "opus", 48000), (0, "PCMU", 8000)];
+        let bytes = b.build();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(text.contains("a=rtpmap:96 opus/48000/2\r\n"), "{text}");
+        assert!(text.contains("a=fmtp:96 useinbandfec=1\r\n"), "{text}");
+        let sd = SessionDescription::parse(&bytes).unwrap();
+        let m = sd.first_audio().unwrap();
+        assert_eq!(m.encoding_of(96), Some(("opus", 48000)));
+        assert_eq!(m.payload_type_for("opus", 48000), Some(96));
     }
 
     #[test]

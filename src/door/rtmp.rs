@@ -29,6 +29,22 @@ use skybridge_codecs::amf0::Amf0Value;
 use skybridge_codecs::flv;
 use skybridge_codecs::rtmp::ChunkLimits;
 
+/// AACPacketType of an FLV AAC sequence header (the AudioSpecificConfig).
+const AAC_SEQUENCE_HEADER: u8 = 0;
+
+/// Splits an FLV AAC tag body (after the tag header byte) into its AACPacketType (0 sequence
+/// header, 1 raw access unit) and the rest; None for an empty body or an unknown type.
+///
+/// ```text
+/// AACAUDIODATA = AACPacketType(8) Data(*)
+/// ```
+fn aac_tag(body: &[u8]) -> Option<(u8, &[u8])> {
+    match body.split_first() {
+        Some((&t @ (0 | 1), rest)) if !rest.is_empty() => Some((t, rest)),
+        _ => None,
+    }
+}
+
 const TRANSPORT: &str = "rtmp";
 
 /// Accepts RTMP connections until `stop` turns true.
@@ -88,6 +104,8 @@ struct Connection {
     audio_codecs: Option<u16>,
     /// `onMetaData.audiosamplerate` per publishing stream (PCM's real rate).
     stream_rates: HashMap<u32, u32>,
+    /// The AAC codec each publishing stream's last valid sequence header named.
+    aac_streams: HashMap<u32, Codec>,
     close_after_flush: bool,
 }
 
@@ -109,6 +127,7 @@ impl Connection {
             warned_format: None,
             audio_codecs: None,
             stream_rates: HashMap::new(),
+            aac_streams: HashMap::new(),
             close_after_flush: false,
             offered: HashMap::new(),
             presence: None,
@@ -305,6 +324,7 @@ impl Connection {
             | RtmpEvent::StopPlay { stream_id }
             | RtmpEvent::DeleteStream { stream_id } => {
                 self.play_streams.retain(|(id, _)| *id != stream_id);
+                self.aac_streams.remove(&stream_id);
                 if let Some(att) = self.streams.remove(&stream_id) {
                     att.call.detach(att.leg);
                 }
@@ -323,23 +343,52 @@ impl Connection {
                     .increment(1);
                 let format = tag_header >> 4;
                 let rate = self.stream_rates.get(&stream_id).copied();
-                // Formats the relay can carry: decodable, at a rate the resampler takes.
-                let codec = Codec::from_flv(tag_header, rate).filter(|c| {
-                    c.transcodable()
-                        && skybridge_codecs::resample::SUPPORTED_RATES.contains(&c.sample_rate())
-                });
+                let mut payload = payload;
+                let codec = if format == flv::SOUND_FORMAT_AAC {
+                    // AACPacketType 0: sequence header (AudioSpecificConfig); 1: raw frame.
+                    match aac_tag(&payload) {
+                        Some((AAC_SEQUENCE_HEADER, config)) => {
+                            match Codec::from_aac_config(config) {
+                                Ok(codec) => {
+                                    debug!(stream_id, ?codec, "AAC sequence header");
+                                    self.aac_streams.insert(stream_id, codec);
+                                }
+                                Err(e) => {
+                                    self.aac_streams.remove(&stream_id);
+                                    metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "unsupported_codec")
+                                        .increment(1);
+                                    self.refuse_format(
+                                        session,
+                                        format,
+                                        &format!("AAC sequence header refused ({e}); publish AAC-LC, mono or stereo, 8 to 48 kHz"),
+                                    );
+                                }
+                            }
+                            return;
+                        }
+                        Some((_, frame)) => {
+                            payload = payload.slice_ref(frame);
+                            self.aac_streams.get(&stream_id).copied()
+                        }
+                        None => None,
+                    }
+                } else {
+                    // Formats the relay can carry: decodable, at a rate the resampler takes.
+                    Codec::from_flv(tag_header, rate).filter(|c| {
+                        c.transcodable()
+                            && skybridge_codecs::resample::SUPPORTED_RATES
+                                .contains(&c.sample_rate())
+                    })
+                };
                 let Some(codec) = codec else {
                     metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "unsupported_codec")
                         .increment(1);
-                    if self.warned_format != Some(format) {
-                        self.warned_format = Some(format);
-                        let text = format!(
-                            "unsupported audio format {} (FLV sound format {format}): publish pcm_mulaw, pcm_alaw, pcm_s16le or nellymoser",
-                            flv::format_name(format),
-                        );
-                        warn!(peer = %self.peer, "{text}");
-                        session.send_error(&text);
-                    }
+                    let why = if format == flv::SOUND_FORMAT_AAC {
+                        "AAC audio without a valid sequence header (AudioSpecificConfig) first"
+                    } else {
+                        "publish pcm_mulaw, pcm_alaw, pcm_s16le, nellymoser, speex or aac"
+                    };
+                    self.refuse_format(session, format, why);
                     return;
                 };
                 let frame = MediaFrame {
@@ -375,6 +424,20 @@ impl Connection {
                 None => session.send_error("dtmf: no call in progress"),
             },
         }
+    }
+
+    /// Tells the client (once per format) and the log that its audio format is refused.
+    fn refuse_format(&mut self, session: &mut RtmpServerSession, format: u8, why: &str) {
+        if self.warned_format == Some(format) {
+            return;
+        }
+        self.warned_format = Some(format);
+        let text = format!(
+            "unsupported audio format {} (FLV sound format {format}): {why}",
+            flv::format_name(format),
+        );
+        warn!(peer = %self.peer, "{text}");
+        session.send_error(&text);
     }
 
     /// Authenticates, routes and joins (or starts) the call for `target`. Stream id 0 means the
@@ -549,4 +612,18 @@ async fn flush<S: AsyncWrite + Unpin>(
     }
     // TLS streams hold records until flushed; a no-op on TCP.
     stream.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aac_tags_split_into_packet_type_and_data() {
+        assert_eq!(aac_tag(&[0, 0x12, 0x08]), Some((0, &[0x12, 0x08][..])));
+        assert_eq!(aac_tag(&[1, 0x21]), Some((1, &[0x21][..])));
+        assert_eq!(aac_tag(&[1]), None, "no access unit");
+        assert_eq!(aac_tag(&[2, 0]), None, "unknown packet type");
+        assert_eq!(aac_tag(&[]), None);
+    }
 }
