@@ -32,11 +32,23 @@ fn phone(dir: &TestDir, modules: &[&str], play: Option<std::path::PathBuf>) -> B
 }
 
 fn relay(dir: &TestDir, bob: &Baresip) -> Skybridge {
+    relay_with_codecs(dir, bob, None)
+}
+
+/// A relay whose `rtp.codecs` is `codecs` (the default when None).
+fn relay_with_codecs(dir: &TestDir, bob: &Baresip, codecs: Option<&[&str]>) -> Skybridge {
+    let rtp = codecs
+        .map(|list| {
+            let names: Vec<String> = list.iter().map(|c| format!("\"{c}\"")).collect();
+            format!("codecs = [{}]", names.join(", "))
+        })
+        .unwrap_or_default();
     Skybridge::start(
         dir.path(),
         &SkybridgeOpts {
             auth: anonymous(&["bob"]),
             dialplan: dialplan(&[("bob", &bob.uri())]),
+            rtp,
             ..Default::default()
         },
     )
@@ -58,10 +70,23 @@ fn publish_to_phone(
     codec: &str,
     rate: u32,
 ) -> (Wav, String) {
+    publish_to_phone_channels(dir, sb, bob, codec, rate, 1)
+}
+
+/// [`publish_to_phone`] with `channels` audio channels.
+fn publish_to_phone_channels(
+    dir: &TestDir,
+    sb: &Skybridge,
+    bob: &mut Baresip,
+    codec: &str,
+    rate: u32,
+    channels: u32,
+) -> (Wav, String) {
     let mut publisher = Publisher::new(&sb.rtmp_url("call/bob"), 1000, 3.0);
     publisher.codec = codec.into();
     publisher.rate = rate;
-    let mut child = publisher.spawn(&format!("publish-{codec}-{rate}"), dir.path());
+    publisher.channels = channels;
+    let mut child = publisher.spawn(&format!("publish-{codec}-{rate}-{channels}"), dir.path());
     let ctx = |bob: &Baresip, sb: &Skybridge, p: &common::procs::Child| {
         format!("{}\n{}\n{}", bob.tails(), sb.tails(), p.tails(1500))
     };
@@ -172,4 +197,123 @@ fn an_rtmp_pcmu_client_is_transcoded_to_a_g722_only_phone_both_ways() {
         sb.wait_log(&["codec pair pcmu/g722", "transcoding=true"], 2 * SEC),
         "the log names the pair and the transcoding\n{context}"
     );
+}
+
+#[test]
+fn speex_and_aac_publishers_reach_a_pcmu_only_phone_as_a_1khz_tone() {
+    let _serial = serial();
+    let dir = TestDir::new("speex-aac-to-pcmu");
+    let mut bob = phone(&dir, &["g711.so"], None);
+    let sb = relay(&dir, &bob);
+    // (ffmpeg encoder, rate, channels, pair name in the log, SNR floor). Measured one run:
+    // Speex-WB 32.7 dB, AAC 44.1 kHz 26.6 dB, AAC 48 kHz stereo 27.6 dB.
+    let formats = [
+        ("libspeex", 16000, 1, "speex", 20.0),
+        ("aac", 44100, 1, "aac", 20.0),
+        ("aac", 48000, 2, "aac", 20.0),
+    ];
+    for (codec, rate, channels, client, floor) in formats {
+        let (wav, context) = publish_to_phone_channels(&dir, &sb, &mut bob, codec, rate, channels);
+        assert_tone_snr(
+            &format!("{codec} {rate} Hz ×{channels} → PCMU"),
+            &wav.mono(),
+            wav.rate,
+            1000.0,
+            1.5,
+            floor,
+            &context,
+        );
+        assert!(
+            sb.wait_log(
+                &[&format!("codec pair {client}/pcmu"), "transcoding=true"],
+                2 * SEC
+            ),
+            "{codec}/{rate}: no `codec pair {client}/pcmu` with transcoding=true in the log\n{context}"
+        );
+    }
+    let metrics = sb.metrics();
+    let dropped = common::skybridge::metric_sum(
+        &metrics,
+        "skybridge_packets_dropped_total",
+        &[("reason", "transcode_error")],
+    );
+    assert_eq!(dropped, 0.0, "no real frame failed to decode:\n{metrics}");
+    let refused = common::skybridge::metric_sum(
+        &metrics,
+        "skybridge_packets_dropped_total",
+        &[("reason", "unsupported_codec")],
+    );
+    assert_eq!(refused, 0.0, "no frame refused as unsupported:\n{metrics}");
+}
+
+#[test]
+fn an_opus_only_phone_and_an_rtmp_pcmu_client_hear_each_other() {
+    let _serial = serial();
+    let dir = TestDir::new("pcmu-to-opus");
+    let tone = dir.path().join("tone440.wav");
+    write_tone_wav(&tone, 440.0, 20.0, 8000).unwrap();
+    let mut bob = phone(&dir, &["opus.so"], Some(tone));
+    let sb = relay_with_codecs(&dir, &bob, Some(&["opus", "pcmu"]));
+    let out = dir.path().join("played.wav");
+    let mut player = Player::new(&sb.rtmp_url("call/bob"), 3.0, &out).spawn("player", dir.path());
+    let (recorded, context) = publish_to_phone(&dir, &sb, &mut bob, "pcm_mulaw", 8000);
+    let exited = player.wait_timeout(10 * SEC);
+    let context = format!("{context}\n{}", player.tails(2000));
+    assert!(
+        sb.wait_log(&["codec pair pcmu/opus", "transcoding=true"], 2 * SEC),
+        "the call negotiated Opus\n{context}"
+    );
+    // Opus is perceptual: the tone keeps its frequency and most of its purity.
+    assert_tone_snr(
+        "pcm_mulaw → Opus (coded at 8 kHz) → baresip",
+        &recorded.mono(),
+        recorded.rate,
+        1000.0,
+        1.5,
+        20.0,
+        &context,
+    );
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "player did not finish: {exited:?}\n{context}"
+    );
+    let played = wav_or_panic(Some(&out), &context);
+    assert_tone_snr(
+        "baresip Opus → ffmpeg player (Nellymoser 16 kHz)",
+        &played.mono(),
+        played.rate,
+        440.0,
+        1.5,
+        20.0,
+        &context,
+    );
+}
+
+#[test]
+fn with_opus_and_pcmu_offered_the_offer_order_decides() {
+    let _serial = serial();
+    for (order, pair, transcodes) in [
+        (["opus", "pcmu"], "pcmu/opus", true),
+        (["pcmu", "opus"], "pcmu/pcmu", false),
+    ] {
+        let dir = TestDir::new(&format!("offer-{}", order[0]));
+        // baresip lists PCMU first itself: the choice follows our offer, not its preference.
+        let mut bob = phone(&dir, &["g711.so", "opus.so"], None);
+        let sb = relay_with_codecs(&dir, &bob, Some(&order));
+        let (wav, context) = publish_to_phone(&dir, &sb, &mut bob, "pcm_mulaw", 8000);
+        let line = format!("transcoding={transcodes}");
+        assert!(
+            sb.wait_log(&[&format!("codec pair {pair}"), &line], 2 * SEC),
+            "offer {order:?}: no `codec pair {pair}` with {line}\n{context}"
+        );
+        assert_tone_snr(
+            &format!("pcm_mulaw → {pair} (offer {order:?})"),
+            &wav.mono(),
+            wav.rate,
+            1000.0,
+            1.5,
+            20.0,
+            &context,
+        );
+    }
 }

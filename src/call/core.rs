@@ -1178,6 +1178,27 @@ mod tests {
     }
 
     #[test]
+    fn an_opus_offer_says_opus_48000_2_with_fec_and_an_opus_answer_is_taken() {
+        let mut core = CallCore::new(Instant::now(), settings()).with_codecs(&[
+            Codec::Opus,
+            Codec::Speex { rate: 16000 },
+            Codec::Pcmu,
+        ]);
+        let offer = String::from_utf8(core.offer_sdp()).unwrap();
+        assert!(
+            offer.contains("m=audio 30000 RTP/AVP 96 97 0 101"),
+            "{offer}"
+        );
+        assert!(offer.contains("a=rtpmap:96 opus/48000/2\r\n"), "{offer}");
+        assert!(offer.contains("a=fmtp:96 useinbandfec=1\r\n"), "{offer}");
+        assert!(offer.contains("a=rtpmap:97 speex/16000\r\n"), "{offer}");
+        let answer = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 40000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\n";
+        assert!(core.apply_remote_sdp(answer, false));
+        assert_eq!(core.codec(), Some(Codec::Opus));
+    }
+
+    #[test]
     fn the_offer_lists_the_configured_preference_with_rtpmaps_and_telephone_event() {
         let core = CallCore::new(Instant::now(), settings()).with_codecs(&[
             Codec::G722,

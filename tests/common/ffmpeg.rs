@@ -14,6 +14,8 @@ pub struct Publisher {
     /// Audio codec (`pcm_mulaw` by default; e.g. `pcm_alaw`, `speex`, `nellymoser`, `aac`).
     pub codec: String,
     pub rate: u32,
+    /// Channels (`-ac`), 1 by default.
+    pub channels: u32,
 }
 
 impl Publisher {
@@ -24,6 +26,7 @@ impl Publisher {
             secs,
             codec: "pcm_mulaw".into(),
             rate: 8000,
+            channels: 1,
         }
     }
 
@@ -34,7 +37,8 @@ impl Publisher {
             .args(["-f", "lavfi", "-i"])
             .arg(format!("sine=f={}:d={}", self.freq, self.secs))
             .args(["-c:a", &self.codec])
-            .args(["-ar", &self.rate.to_string(), "-ac", "1"])
+            .args(["-ar", &self.rate.to_string()])
+            .args(["-ac", &self.channels.to_string()])
             .args(["-f", "flv"])
             .arg(&self.url);
         cmd

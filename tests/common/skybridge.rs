@@ -17,6 +17,9 @@ pub struct SkybridgeOpts {
     pub rtmp: String,
     /// Extra lines for `[sip]`, e.g. `upstream = "127.0.0.1:5080"`.
     pub sip: String,
+    /// Extra lines for `[rtp]`, e.g. `codecs = ["opus", "pcmu"]` (address and ports are
+    /// generated).
+    pub rtp: String,
     /// Lines for `[auth]`, e.g. `required = true`.
     pub auth: String,
     /// Lines for `[limits]`.
@@ -94,12 +97,12 @@ impl Skybridge {
              [tunnel]\nlisten = \"{tunnel}\"\n{}\n\
              [http]\nlisten = \"{http}\"\n\
              [sip]\nlisten = \"{sip}\"\n{}\n\
-             [rtp]\nbind_ip = \"127.0.0.1\"\nport_min = {rtp_min}\nport_max = {rtp_max}\n\
+             [rtp]\nbind_ip = \"127.0.0.1\"\nport_min = {rtp_min}\nport_max = {rtp_max}\n{}\n\
              [auth]\n{}\n\
              [builtin]\nlisten = \"{builtin}\"\n\
              [limits]\n{}\n\
              [dialplan]\n{dialplan}\n{}\n",
-            opts.rtmp, opts.web, opts.tunnel, opts.sip, opts.auth, opts.limits, opts.tail
+            opts.rtmp, opts.web, opts.tunnel, opts.sip, opts.rtp, opts.auth, opts.limits, opts.tail
         );
         let config_path = dir.join(format!("skybridge-{attempt}.toml"));
         std::fs::write(&config_path, &text).map_err(|e| e.to_string())?;
