@@ -60,7 +60,13 @@ impl TranscodePool {
                 .name(format!("skybridge-xcode-{i}"))
                 .spawn(move || {
                     while let Ok(job) = rx.recv() {
-                        run(job);
+                        // A coder library that panics on a hostile payload costs that frame,
+                        // not the worker (and every call pinned to it).
+                        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(job)));
+                        if ran.is_err() {
+                            metrics::counter!(m::PACKETS_DROPPED_TOTAL, m::label::REASON => m::drop_reason::TRANSCODE_ERROR)
+                                .increment(1);
+                        }
                     }
                 })?;
             workers.push(tx);
@@ -219,5 +225,22 @@ mod tests {
         assert!(accepted <= QUEUE_DEPTH + 1, "{accepted} accepted");
         assert!(accepted < QUEUE_DEPTH + 50, "some were dropped");
         drop(block_tx);
+    }
+
+    #[test]
+    fn a_panic_in_one_session_leaves_the_worker_serving_the_others() {
+        let pool = TranscodePool::new(1).unwrap();
+        let mk = || Transcoder::new(Codec::Pcmu, Codec::Pcma, Duration::from_millis(20)).unwrap();
+        let bad = pool.session(mk(), Box::new(|_| panic!("a coder blew up")));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let good = pool.session(
+            mk(),
+            Box::new(move |f| {
+                let _ = tx.send(f.timestamp);
+            }),
+        );
+        assert!(bad.submit(Work::Frame(frame(0))));
+        assert!(good.submit(Work::Frame(frame(160))));
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 160);
     }
 }
