@@ -877,7 +877,7 @@ mod tests {
         for (list, why) in [
             ("[]", "1 to 16"),
             ("[\"gsm\"]", "unknown codec `gsm`"),
-            ("[\"opus\"]", "not supported yet"),
+            ("[\"speex\"]", "not supported yet"),
             ("[\"pcmu\", \"PCMU\"]", "listed twice"),
         ] {
             let err = Config::from_toml(&format!("[rtp]\ncodecs = {list}\n"))

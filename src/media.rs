@@ -18,8 +18,8 @@ use bytes::Bytes;
 /// | `Opus` | `opus/48000/2` (RFC 7587) | — | 48 kHz | 48000 |
 /// | `Aac` | — | 10 | rate | rate |
 ///
-/// Speex, Opus and AAC are named here so negotiation and FLV detection can recognise them;
-/// their coders are not wired yet ([`Codec::transcodable`] is false).
+/// Speex and AAC are named here so negotiation and FLV detection can recognise them; their
+/// coders are not wired yet ([`Codec::transcodable`] is false).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Codec {
     /// G.711 µ-law.
@@ -36,7 +36,7 @@ pub enum Codec {
     Nellymoser { rate: u32 },
     /// Speex at 8000 (narrowband) or 16000 Hz (wideband). Not transcodable yet.
     Speex { rate: u32 },
-    /// Opus (48 kHz clock). Not transcodable yet.
+    /// Opus (48 kHz clock), mono 20 ms frames when we encode.
     Opus,
     /// AAC-LC (FLV format 10), at the rate its AudioSpecificConfig names. Not decodable yet.
     Aac { rate: u32, stereo: bool },
@@ -84,7 +84,7 @@ impl Codec {
         }
     }
 
-    /// Whether the relay can decode and encode this codec today (Speex, Opus and AAC wait for
+    /// Whether the relay can decode and encode this codec today (Speex and AAC wait for
     /// their wrappers; see `transcode`).
     pub fn transcodable(self) -> bool {
         match self {
@@ -93,8 +93,9 @@ impl Codec {
             | Codec::L16 { .. }
             | Codec::PcmLe { .. }
             | Codec::G722
-            | Codec::Nellymoser { .. } => true,
-            Codec::Speex { .. } | Codec::Opus | Codec::Aac { .. } => false,
+            | Codec::Nellymoser { .. }
+            | Codec::Opus => true,
+            Codec::Speex { .. } | Codec::Aac { .. } => false,
         }
     }
 
@@ -302,8 +303,10 @@ impl Codec {
 /// What a client leg can receive, and so which codec the call sends it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientCaps {
-    /// G.711 only (WebSocket, RFC 4571 tunnel).
+    /// G.711 only (RFC 4571 tunnel).
     G711,
+    /// A WebSocket client: G.711 always, Opus when its `hello` offered it.
+    WebSocket { opus: bool },
     /// An RTMP player: the `audioCodecs` bitmask of its NetConnection `connect` (Flash
     /// `SUPPORT_SND_*`), if it sent one.
     Flash { audio_codecs: Option<u16> },
@@ -331,10 +334,13 @@ impl ClientCaps {
     /// The codec to send this client when the SIP leg uses `sip`: `sip` itself when the
     /// client can take it (pass-through), µ⇄A-law when it takes only the other law, else the
     /// most bandwidth-efficient codec it decodes that the relay can encode (Nellymoser at
-    /// the SIP leg's rate, then G.711), else PCM at the SIP leg's rate.
+    /// the SIP leg's rate, then G.711), else PCM at the SIP leg's rate. A WebSocket client
+    /// that does Opus always gets Opus: pass-through when the SIP leg uses it, else the
+    /// thin client leg carries ~24 kbit/s instead of G.711's 64.
     pub fn choose(self, sip: Codec) -> Codec {
         match self {
-            ClientCaps::G711 => match sip {
+            ClientCaps::WebSocket { opus: true } => Codec::Opus,
+            ClientCaps::G711 | ClientCaps::WebSocket { opus: false } => match sip {
                 Codec::Pcma => Codec::Pcma,
                 _ => Codec::Pcmu,
             },
@@ -481,5 +487,17 @@ mod tests {
             }
         );
         assert_eq!(ClientCaps::G711.choose(Codec::G722), Codec::Pcmu);
+    }
+
+    #[test]
+    fn websocket_clients_get_opus_when_they_offered_it_and_g711_otherwise() {
+        let opus = ClientCaps::WebSocket { opus: true };
+        assert_eq!(opus.choose(Codec::Opus), Codec::Opus, "pass-through");
+        assert_eq!(opus.choose(Codec::Pcmu), Codec::Opus, "transcoded, thin leg");
+        assert_eq!(opus.choose(Codec::G722), Codec::Opus);
+        let g711 = ClientCaps::WebSocket { opus: false };
+        assert_eq!(g711.choose(Codec::Opus), Codec::Pcmu);
+        assert_eq!(g711.choose(Codec::Pcma), Codec::Pcma);
+        assert_eq!(g711.choose(Codec::Pcmu), Codec::Pcmu);
     }
 }

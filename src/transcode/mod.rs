@@ -36,6 +36,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use skybridge_codecs::g722::{G722Decoder, G722Encoder};
 use skybridge_codecs::nellymoser::{NellymoserDecoder, NellymoserEncoder, SAMPLES_PER_BLOCK};
+use skybridge_codecs::opus::{OpusDecoder, OpusEncoder, OpusError};
 use skybridge_codecs::resample::Resampler;
 use skybridge_codecs::{g711, l16};
 
@@ -74,7 +75,12 @@ enum Decoder {
     PcmLe,
     G722(Box<G722Decoder>),
     Nellymoser(Box<NellymoserDecoder>),
+    // Minimal Opus arm of branch wsopus (WebSocket Opus); branch plug's arm supersedes it.
+    Opus(Box<OpusDecoder>),
 }
+
+/// Opus bit rate we encode at: wideband speech.
+const OPUS_BITRATE: i32 = 24_000;
 
 impl Decoder {
     fn new(codec: Codec) -> Result<Decoder, TranscodeError> {
@@ -85,8 +91,12 @@ impl Decoder {
             Codec::PcmLe { .. } => Decoder::PcmLe,
             Codec::G722 => Decoder::G722(Box::default()),
             Codec::Nellymoser { .. } => Decoder::Nellymoser(Box::default()),
-            // TODO(codecs): Speex (NB/WB), Opus and AAC-LC decoders.
-            Codec::Speex { .. } | Codec::Opus | Codec::Aac { .. } => {
+            Codec::Opus => Decoder::Opus(Box::new(
+                OpusDecoder::new(codec.sample_rate())
+                    .map_err(|_| TranscodeError::Unsupported(codec))?,
+            )),
+            // TODO(codecs): Speex (NB/WB) and AAC-LC decoders.
+            Codec::Speex { .. } | Codec::Aac { .. } => {
                 return Err(TranscodeError::Unsupported(codec))
             }
         })
@@ -128,6 +138,12 @@ impl Decoder {
                 d.decode(payload, out)
                     .map_err(|_| TranscodeError::BadPayload)
             }
+            Decoder::Opus(d) => d.decode(Some(payload), out).map_err(|e| match e {
+                OpusError::OutputTooSmall { .. } | OpusError::BufferTooSmall => {
+                    TranscodeError::TooLong
+                }
+                _ => TranscodeError::BadPayload,
+            }),
         }
     }
 }
@@ -141,6 +157,7 @@ enum Encoder {
     PcmLe,
     G722(Box<G722Encoder>),
     Nellymoser(Box<NellymoserEncoder>),
+    Opus(Box<OpusEncoder>),
 }
 
 impl Encoder {
@@ -152,11 +169,14 @@ impl Encoder {
             Codec::PcmLe { stereo: false, .. } => Encoder::PcmLe,
             Codec::G722 => Encoder::G722(Box::default()),
             Codec::Nellymoser { .. } => Encoder::Nellymoser(Box::default()),
-            // TODO(codecs): Speex and Opus encoders. Stereo PCM is never chosen for output.
-            Codec::PcmLe { stereo: true, .. }
-            | Codec::Speex { .. }
-            | Codec::Opus
-            | Codec::Aac { .. } => return Err(TranscodeError::Unsupported(codec)),
+            Codec::Opus => Encoder::Opus(Box::new(
+                OpusEncoder::new(codec.sample_rate(), OPUS_BITRATE)
+                    .map_err(|_| TranscodeError::Unsupported(codec))?,
+            )),
+            // TODO(codecs): Speex encoder. Stereo PCM is never chosen for output.
+            Codec::PcmLe { stereo: true, .. } | Codec::Speex { .. } | Codec::Aac { .. } => {
+                return Err(TranscodeError::Unsupported(codec))
+            }
         })
     }
 
@@ -165,7 +185,16 @@ impl Encoder {
         match self {
             Encoder::G722(_) => 2,
             Encoder::Nellymoser(_) => SAMPLES_PER_BLOCK,
+            Encoder::Opus(e) => e.frame_samples(),
             _ => 1,
+        }
+    }
+
+    /// Samples per output frame whatever the frame time asked for (Opus: always 20 ms).
+    fn fixed_frame(&self) -> Option<usize> {
+        match self {
+            Encoder::Opus(e) => Some(e.frame_samples()),
+            _ => None,
         }
     }
 
@@ -176,6 +205,7 @@ impl Encoder {
             Encoder::L16Be | Encoder::PcmLe => samples * 2,
             Encoder::G722(_) => samples / 2,
             Encoder::Nellymoser(_) => samples / SAMPLES_PER_BLOCK * 64,
+            Encoder::Opus(_) => skybridge_codecs::opus::MAX_PACKET,
         }
     }
 
@@ -187,6 +217,7 @@ impl Encoder {
             Encoder::PcmLe => l16::encode_le(pcm, out).map_err(|_| TranscodeError::BadPayload),
             Encoder::G722(e) => e.encode(pcm, out).map_err(|_| TranscodeError::BadPayload),
             Encoder::Nellymoser(e) => e.encode(pcm, out).map_err(|_| TranscodeError::BadPayload),
+            Encoder::Opus(e) => e.encode(pcm, out).map_err(|_| TranscodeError::BadPayload),
         }
     }
 }
@@ -260,7 +291,9 @@ impl Transcoder {
         };
         let block = encoder.block();
         let wanted = (out_rate as usize * frame.as_millis() as usize / 1000).max(1);
-        let frame_samples = wanted.div_ceil(block) * block;
+        let frame_samples = encoder
+            .fixed_frame()
+            .unwrap_or(wanted.div_ceil(block) * block);
         let resampled_cap = resampler
             .as_ref()
             .map(|r| r.max_output_len(MAX_DECODED))
@@ -673,6 +706,29 @@ mod tests {
     }
 
     #[test]
+    fn opus_and_pcmu_transcode_both_ways_in_20_ms_frames_of_960_ticks() {
+        for (from, to) in [(Codec::Pcmu, Codec::Opus), (Codec::Opus, Codec::Pcmu)] {
+            let (frames, pcm) = through(from, to, 1000.0);
+            assert!(frames.len() >= 45, "{from:?} → {to:?}: {} frames", frames.len());
+            let step = to.clock_rate() / 50;
+            for pair in frames.windows(2) {
+                assert_eq!(pair[1].timestamp.wrapping_sub(pair[0].timestamp), step);
+            }
+            let body = &pcm[pcm.len() / 4..pcm.len() * 9 / 10];
+            let snr = tone::snr_db(body, 1000.0, to.sample_rate());
+            assert!(snr > 15.0, "{from:?} → {to:?}: SNR {snr:.1} dB");
+        }
+        let mut t = Transcoder::new(Codec::Opus, Codec::Pcmu, PTIME).unwrap();
+        let bad = MediaFrame {
+            codec: Codec::Opus,
+            timestamp: 0,
+            marker: false,
+            payload: Bytes::from_static(&[0xFB, 0x00]),
+        };
+        assert_eq!(t.push(&bad), Err(TranscodeError::BadPayload));
+    }
+
+    #[test]
     fn output_timestamps_are_contiguous_in_the_output_clock_g722_counting_8000() {
         let (frames, _) = through(Codec::Pcmu, Codec::G722, 1000.0);
         for pair in frames.windows(2) {
@@ -764,10 +820,9 @@ mod tests {
     }
 
     #[test]
-    fn speex_opus_and_aac_are_refused_until_their_coders_land() {
+    fn speex_and_aac_are_refused_until_their_coders_land() {
         for c in [
             Codec::Speex { rate: 16000 },
-            Codec::Opus,
             Codec::Aac {
                 rate: 44100,
                 stereo: true,
