@@ -677,7 +677,13 @@ impl SdpBuilder {
         }
         s.push_str("\r\n");
         for &(pt, name, rate) in self.codecs.iter().filter(|c| c.0 <= 127) {
-            let _ = write!(s, "a=rtpmap:{pt} {name}/{rate}\r\n");
+            // RFC 7587 §7: Opus is always `opus/48000/2`, even for mono.
+            let channels = if name.eq_ignore_ascii_case("opus") {
+                "/2"
+            } else {
+                ""
+            };
+            let _ = write!(s, "a=rtpmap:{pt} {name}/{rate}{channels}\r\n");
         }
         if let Some(te) = self.telephone_event.filter(|&pt| pt <= 127) {
             let _ = write!(
@@ -957,6 +963,15 @@ a=sendrecv\r\n";
         assert_eq!(sd.media[0].formats, [0]);
         assert_eq!(sd.media_address(&sd.media[0]), Some(b.address));
         assert_eq!(sd.media_direction(&sd.media[0]), Direction::Inactive);
+    }
+
+    #[test]
+    fn opus_is_written_with_two_channels_as_rfc_7587_requires() {
+        let mut b = builder();
+        b.codecs = vec![(96, "opus", 48000), (0, "PCMU", 8000)];
+        let text = String::from_utf8(b.build()).unwrap();
+        assert!(text.contains("a=rtpmap:96 opus/48000/2\r\n"), "{text}");
+        assert!(text.contains("a=rtpmap:0 PCMU/8000\r\n"), "{text}");
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub struct SkybridgeOpts {
     pub web: String,
     /// Extra lines for `[tunnel]`, e.g. `bind_window_secs = 2` (`listen` is generated).
     pub tunnel: String,
+    /// Extra lines for `[rtp]`, e.g. `codecs = ["opus", "pcmu"]` (`bind_ip` and the port range
+    /// are generated).
+    pub rtp: String,
     /// `[dialplan]` entries: name → SIP URI.
     pub dialplan: Vec<(String, String)>,
     /// Raw TOML appended last (e.g. `[[users]]` blocks).
@@ -94,12 +97,19 @@ impl Skybridge {
              [tunnel]\nlisten = \"{tunnel}\"\n{}\n\
              [http]\nlisten = \"{http}\"\n\
              [sip]\nlisten = \"{sip}\"\n{}\n\
-             [rtp]\nbind_ip = \"127.0.0.1\"\nport_min = {rtp_min}\nport_max = {rtp_max}\n\
+             [rtp]\nbind_ip = \"127.0.0.1\"\nport_min = {rtp_min}\nport_max = {rtp_max}\n{}\n\
              [auth]\n{}\n\
              [builtin]\nlisten = \"{builtin}\"\n\
              [limits]\n{}\n\
              [dialplan]\n{dialplan}\n{}\n",
-            opts.rtmp, opts.web, opts.tunnel, opts.sip, opts.auth, opts.limits, opts.tail
+            opts.rtmp,
+            opts.web,
+            opts.tunnel,
+            opts.sip,
+            opts.rtp,
+            opts.auth,
+            opts.limits,
+            opts.tail
         );
         let config_path = dir.join(format!("skybridge-{attempt}.toml"));
         std::fs::write(&config_path, &text).map_err(|e| e.to_string())?;
