@@ -207,7 +207,7 @@ impl WsClient {
             sample: 0,
             timestamp: 0x5678_0000,
             next: Instant::now(),
-            opus: Some((pt, OpusEncoder::new(48_000, 24_000).unwrap())),
+            opus: Some((pt, OpusEncoder::new(48_000, 24_000).expect("Opus encoder"))),
         });
     }
 
@@ -236,13 +236,13 @@ impl WsClient {
             if let Some((pt, enc)) = t.opus.as_mut() {
                 let pcm: Vec<i16> = (0..OPUS_FRAME_SAMPLES as u64)
                     .map(|i| {
-                        let x = 2.0 * std::f64::consts::PI * t.freq * (t.sample + i) as f64
-                            / 48_000.0;
+                        let x =
+                            2.0 * std::f64::consts::PI * t.freq * (t.sample + i) as f64 / 48_000.0;
                         (x.sin() * 0.5 * 32767.0) as i16
                     })
                     .collect();
                 let mut packet = [0u8; 1275];
-                let n = enc.encode(&pcm, &mut packet).unwrap();
+                let n = enc.encode(&pcm, &mut packet).expect("one 20 ms Opus frame");
                 let mut frame = vec![1u8, *pt];
                 frame.extend_from_slice(&t.call.to_be_bytes());
                 frame.extend_from_slice(&t.timestamp.to_be_bytes());
@@ -370,7 +370,7 @@ impl WsClient {
 
     /// Received Opus audio of `call` decoded to normalised samples at 8 kHz.
     pub fn decoded_opus(&self, call: u16) -> Vec<f64> {
-        let mut dec = OpusDecoder::new(8000).unwrap();
+        let mut dec = OpusDecoder::new(8000).expect("Opus decoder");
         let mut out = Vec::new();
         let mut buf = [0i16; 960];
         for p in self.opus.get(&call).map(Vec::as_slice).unwrap_or_default() {
