@@ -493,7 +493,11 @@ mod tests {
     fn websocket_clients_get_opus_when_they_offered_it_and_g711_otherwise() {
         let opus = ClientCaps::WebSocket { opus: true };
         assert_eq!(opus.choose(Codec::Opus), Codec::Opus, "pass-through");
-        assert_eq!(opus.choose(Codec::Pcmu), Codec::Opus, "transcoded, thin leg");
+        assert_eq!(
+            opus.choose(Codec::Pcmu),
+            Codec::Opus,
+            "transcoded, thin leg"
+        );
         assert_eq!(opus.choose(Codec::G722), Codec::Opus);
         let g711 = ClientCaps::WebSocket { opus: false };
         assert_eq!(g711.choose(Codec::Opus), Codec::Pcmu);

@@ -575,8 +575,7 @@ fn bob_with_codecs(dir: &TestDir, modules: &[&str]) -> Baresip {
 /// Signs in offering Opus; checks `welcome` agreed on it and returns its number.
 fn opus_client(sb: &Skybridge) -> (WsClient, u8) {
     let (c, welcome) =
-        WsClient::signed_in_with(sb.web, "ws-opus", None, Some(&["opus", "pcmu", "pcma"]))
-            .unwrap();
+        WsClient::signed_in_with(sb.web, "ws-opus", None, Some(&["opus", "pcmu", "pcma"])).unwrap();
     assert_eq!(
         welcome["codecs"],
         json!(["opus", "pcmu", "pcma"]),
@@ -590,7 +589,12 @@ fn opus_client(sb: &Skybridge) -> (WsClient, u8) {
 }
 
 /// Places a call and waits for `answered` naming `codec`; returns the call id.
-fn dial_expecting(c: &mut WsClient, target: &str, codec: &str, context: &dyn Fn() -> String) -> u16 {
+fn dial_expecting(
+    c: &mut WsClient,
+    target: &str,
+    codec: &str,
+    context: &dyn Fn() -> String,
+) -> u16 {
     c.send_json(&json!({"type": "call", "target": target}));
     let id = call_id(&expect(c, "calling", 5 * SEC, context));
     let answered = expect(c, "answered", 10 * SEC, context);
@@ -622,7 +626,10 @@ fn ws_opus_client_calls_a_pcmu_only_phone_transcoded_both_ways_and_survives_a_ba
     c.send_audio(id, pt, 0, &[0xFB]);
     c.pump(2 * SEC);
     c.stop_tone();
-    let malformed = sb.metric("skybridge_packets_dropped_total", &[("reason", "malformed")]);
+    let malformed = sb.metric(
+        "skybridge_packets_dropped_total",
+        &[("reason", "malformed")],
+    );
     let transcoding = sb.metric("skybridge_transcoding_calls", &[]);
     let pair = sb.metric(
         "skybridge_calls_by_codec_pair",
@@ -632,8 +639,14 @@ fn ws_opus_client_calls_a_pcmu_only_phone_transcoded_both_ways_and_survives_a_ba
     expect(&mut c, "hangup", 5 * SEC, &ctx);
     bob.expect_event("CALL_CLOSED", 5 * SEC);
     let context = format!("{c:?}\n{}\n{}", sb.tails(), bob.tails());
-    assert_eq!(malformed, 1.0, "the bad packet is dropped and counted\n{context}");
-    assert!(!c.saw("error") && c.closed.is_none(), "the call went on\n{context}");
+    assert_eq!(
+        malformed, 1.0,
+        "the bad packet is dropped and counted\n{context}"
+    );
+    assert!(
+        !c.saw("error") && c.closed.is_none(),
+        "the call went on\n{context}"
+    );
     assert_eq!((transcoding, pair), (1.0, 1.0), "{context}");
     assert!(
         sb.wait_log(&["codec pair opus/pcmu", "transcoding=true"], 2 * SEC),

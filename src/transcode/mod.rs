@@ -709,7 +709,11 @@ mod tests {
     fn opus_and_pcmu_transcode_both_ways_in_20_ms_frames_of_960_ticks() {
         for (from, to) in [(Codec::Pcmu, Codec::Opus), (Codec::Opus, Codec::Pcmu)] {
             let (frames, pcm) = through(from, to, 1000.0);
-            assert!(frames.len() >= 45, "{from:?} → {to:?}: {} frames", frames.len());
+            assert!(
+                frames.len() >= 45,
+                "{from:?} → {to:?}: {} frames",
+                frames.len()
+            );
             let step = to.clock_rate() / 50;
             for pair in frames.windows(2) {
                 assert_eq!(pair[1].timestamp.wrapping_sub(pair[0].timestamp), step);

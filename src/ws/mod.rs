@@ -652,9 +652,7 @@ impl WsServerSession {
             .config
             .codecs
             .iter()
-            .filter(|c| {
-                is_g711(c) || offered.as_ref().is_some_and(|o| o.iter().any(|x| x == *c))
-            })
+            .filter(|c| is_g711(c) || offered.as_ref().is_some_and(|o| o.iter().any(|x| x == *c)))
             .cloned()
             .collect();
         self.opus = codecs.iter().any(|c| c == "opus");

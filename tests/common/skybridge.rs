@@ -102,14 +102,7 @@ impl Skybridge {
              [builtin]\nlisten = \"{builtin}\"\n\
              [limits]\n{}\n\
              [dialplan]\n{dialplan}\n{}\n",
-            opts.rtmp,
-            opts.web,
-            opts.tunnel,
-            opts.sip,
-            opts.rtp,
-            opts.auth,
-            opts.limits,
-            opts.tail
+            opts.rtmp, opts.web, opts.tunnel, opts.sip, opts.rtp, opts.auth, opts.limits, opts.tail
         );
         let config_path = dir.join(format!("skybridge-{attempt}.toml"));
         std::fs::write(&config_path, &text).map_err(|e| e.to_string())?;
