@@ -327,8 +327,10 @@ impl Codec {
 /// What a client leg can receive, and so which codec the call sends it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientCaps {
-    /// G.711 only (WebSocket, RFC 4571 tunnel).
+    /// G.711 only (RFC 4571 tunnel).
     G711,
+    /// A WebSocket client: G.711 always, Opus when its `hello` offered it.
+    WebSocket { opus: bool },
     /// An RTMP player: the `audioCodecs` bitmask of its NetConnection `connect` (Flash
     /// `SUPPORT_SND_*`), if it sent one.
     Flash { audio_codecs: Option<u16> },
@@ -358,9 +360,12 @@ impl ClientCaps {
     /// other law, else the most bandwidth-efficient codec it decodes that the relay can
     /// encode cheaply (Nellymoser at the SIP leg's rate, then Speex-WB, then G.711), else PCM
     /// at the SIP leg's rate. Never AAC (decoded only), whatever the client announces.
+    /// A WebSocket client that does Opus always gets Opus: pass-through when the SIP leg uses
+    /// it, else the thin client leg carries ~24 kbit/s instead of G.711's 64.
     pub fn choose(self, sip: Codec) -> Codec {
         match self {
-            ClientCaps::G711 => match sip {
+            ClientCaps::WebSocket { opus: true } => Codec::Opus,
+            ClientCaps::G711 | ClientCaps::WebSocket { opus: false } => match sip {
                 Codec::Pcma => Codec::Pcma,
                 _ => Codec::Pcmu,
             },
@@ -587,5 +592,21 @@ mod tests {
         assert_eq!(Codec::from_aac_config(&[0x12]), Err(AacError::TooShort));
         assert!(Codec::Opus.transcodable() && Codec::Speex { rate: 16000 }.transcodable());
         assert!(!Codec::Speex { rate: 32000 }.transcodable());
+    }
+
+    #[test]
+    fn websocket_clients_get_opus_when_they_offered_it_and_g711_otherwise() {
+        let opus = ClientCaps::WebSocket { opus: true };
+        assert_eq!(opus.choose(Codec::Opus), Codec::Opus, "pass-through");
+        assert_eq!(
+            opus.choose(Codec::Pcmu),
+            Codec::Opus,
+            "transcoded, thin leg"
+        );
+        assert_eq!(opus.choose(Codec::G722), Codec::Opus);
+        let g711 = ClientCaps::WebSocket { opus: false };
+        assert_eq!(g711.choose(Codec::Opus), Codec::Pcmu);
+        assert_eq!(g711.choose(Codec::Pcma), Codec::Pcma);
+        assert_eq!(g711.choose(Codec::Pcmu), Codec::Pcmu);
     }
 }

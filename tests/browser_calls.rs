@@ -73,11 +73,14 @@ fn chromium_calls_baresip_and_audio_flows_both_ways() {
     );
     let received = dir.path().join("page-received.wav");
     let png = artifacts().join("softphone-in-call.png");
+    let summary = dir.path().join("summary.json");
     let mut page = softphone(
         dir.path(),
         "softphone",
         &[
-            format!("--url=http://{}/?processing=off", sb.web),
+            // G.711 forced: this test keeps the JavaScript G.711 path covered.
+            format!("--url=http://{}/?processing=off&codec=pcmu", sb.web),
+            format!("--json={}", summary.display()),
             "--target=bob".into(),
             "--seconds=4".into(),
             "--tone=1000".into(),
@@ -92,6 +95,7 @@ fn chromium_calls_baresip_and_audio_flows_both_ways() {
     let context = format!("{}\n{}\n{}", page.tails(3000), sb.tails(), bob.tails());
     assert!(status.success(), "page driver failed\n{context}");
     bob.expect_event("CALL_CLOSED", 10 * SEC);
+    assert_eq!(read_summary(&summary)["codec"], "pcmu", "{context}");
     let rec = bob
         .recording_path()
         .unwrap_or_else(|| panic!("bob recorded nothing\n{context}"));
@@ -189,6 +193,154 @@ fn chromium_answers_an_inbound_call_and_the_rtmp_session_is_told() {
         heard.rate,
         440.0,
         2.0,
+        &context,
+    );
+}
+
+// ---------------------------------------------------------------- Opus through WebCodecs
+
+fn read_summary(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    serde_json::from_str(text.trim()).unwrap_or(serde_json::Value::Null)
+}
+
+/// The page (Opus through WebCodecs unless `?codec=` forces G.711) calls `bob`, sends 1 kHz,
+/// records what it plays; returns (bob's recording, the page's, the driver's summary, context).
+fn opus_page_calls(
+    dir: &TestDir,
+    sb: &Skybridge,
+    bob: &mut Baresip,
+    png: &str,
+) -> (
+    common::audio::Wav,
+    common::audio::Wav,
+    serde_json::Value,
+    String,
+) {
+    let received = dir.path().join("page-received.wav");
+    let summary = dir.path().join("summary.json");
+    let mut page = softphone(
+        dir.path(),
+        "softphone",
+        &[
+            format!("--url=http://{}/?processing=off", sb.web),
+            "--target=bob".into(),
+            "--seconds=4".into(),
+            "--tone=1000".into(),
+            format!("--wav={}", received.display()),
+            format!("--json={}", summary.display()),
+            format!("--png={}", artifacts().join(png).display()),
+            "--timeout=30".into(),
+        ],
+    );
+    let status = page
+        .wait_timeout(60 * SEC)
+        .expect("the page driver finishes");
+    let context = format!("{}\n{}\n{}", page.tails(3000), sb.tails(), bob.tails());
+    assert!(status.success(), "page driver failed\n{context}");
+    bob.expect_event("CALL_CLOSED", 10 * SEC);
+    let summary = read_summary(&summary);
+    assert_eq!(
+        summary["opusAvailable"], true,
+        "Debian's headless Chromium encodes and decodes Opus with WebCodecs\n{context}"
+    );
+    assert_eq!(summary["codec"], "opus", "{summary}\n{context}");
+    assert_eq!(summary["receivedRate"], 48000, "{summary}");
+    let rec = bob
+        .recording_path()
+        .unwrap_or_else(|| panic!("bob recorded nothing\n{context}"));
+    let bob_wav = read_wav(&rec).unwrap();
+    let page_wav = read_wav(&received).unwrap_or_else(|e| panic!("page audio: {e}\n{context}"));
+    (bob_wav, page_wav, summary, context)
+}
+
+#[test]
+fn chromium_with_opus_calls_a_pcmu_only_phone_transcoded_both_ways() {
+    let _serial = serial();
+    let dir = TestDir::new("chromium-opus-to-pcmu");
+    let mut bob = baresip_playing_440(&dir, "bob");
+    let sb = Skybridge::start(
+        dir.path(),
+        &SkybridgeOpts {
+            auth: anonymous(&["bob"]),
+            dialplan: dialplan(&[("bob", &bob.uri())]),
+            ..Default::default()
+        },
+    );
+    let (bob_wav, page_wav, _, context) =
+        opus_page_calls(&dir, &sb, &mut bob, "softphone-opus-in-call.png");
+    assert!(
+        sb.wait_log(&["codec pair opus/pcmu", "transcoding=true"], 2 * SEC),
+        "{context}"
+    );
+    assert_tone_samples(
+        "PCMU baresip hears the Opus browser",
+        &bob_wav.mono(),
+        bob_wav.rate,
+        1000.0,
+        3.0,
+        &context,
+    );
+    assert_tone_samples(
+        "the Opus browser hears PCMU baresip",
+        &page_wav.mono(),
+        page_wav.rate,
+        440.0,
+        3.0,
+        &context,
+    );
+}
+
+#[test]
+fn chromium_with_opus_to_an_opus_only_phone_passes_opus_through() {
+    let _serial = serial();
+    let dir = TestDir::new("chromium-opus-to-opus");
+    let tone = dir.path().join("tone440.wav");
+    write_tone_wav(&tone, 440.0, 30.0, 8000).unwrap();
+    let mut bob = Baresip::start(BaresipOpts {
+        name: "bob".into(),
+        user: "bob".into(),
+        record: true,
+        answer: Answer::Auto,
+        play_wav: Some(tone),
+        codec_modules: vec!["opus.so".into()],
+        dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    });
+    let sb = Skybridge::start(
+        dir.path(),
+        &SkybridgeOpts {
+            auth: anonymous(&["bob"]),
+            dialplan: dialplan(&[("bob", &bob.uri())]),
+            rtp: "codecs = [\"pcmu\", \"opus\"]".into(),
+            ..Default::default()
+        },
+    );
+    let (bob_wav, page_wav, _, context) =
+        opus_page_calls(&dir, &sb, &mut bob, "softphone-opus-passthrough.png");
+    let log = sb.logs();
+    assert!(
+        log.contains("codec pair opus/opus") && log.contains("transcoding=false"),
+        "{context}"
+    );
+    assert!(
+        !log.contains("transcoding=true") && !log.contains("transcoding toward a client"),
+        "pass-through: nothing transcoded\n{context}"
+    );
+    assert_tone_samples(
+        "Opus baresip hears the Opus browser",
+        &bob_wav.mono(),
+        bob_wav.rate,
+        1000.0,
+        3.0,
+        &context,
+    );
+    assert_tone_samples(
+        "the Opus browser hears Opus baresip",
+        &page_wav.mono(),
+        page_wav.rate,
+        440.0,
+        3.0,
         &context,
     );
 }

@@ -9,7 +9,9 @@
 
 mod common;
 
-use common::scenario::{anonymous, serial, sha256_hex, MIN_SNR_DB};
+use common::scenario::{
+    anonymous, assert_tone_samples, assert_tone_snr, serial, sha256_hex, MIN_SNR_DB,
+};
 
 use common::audio::{active_duration, dominant_frequency, read_wav, tone_snr_db, write_tone_wav};
 use common::baresip::{Answer, Baresip, BaresipOpts, Registration};
@@ -552,4 +554,245 @@ fn answering_a_second_call_puts_the_first_on_hold() {
     }
     bob.expect_event("CALL_CLOSED", 5 * SEC);
     carol.expect_event("CALL_CLOSED", 5 * SEC);
+}
+
+// ---------------------------------------------------------------- Opus on the WebSocket leg
+
+/// A phone playing 440 Hz that speaks only the codecs of `modules` (e.g. `opus.so`).
+fn bob_with_codecs(dir: &TestDir, modules: &[&str]) -> Baresip {
+    let tone = dir.path().join("tone440.wav");
+    write_tone_wav(&tone, 440.0, 30.0, 8000).unwrap();
+    Baresip::start(BaresipOpts {
+        name: "bob".into(),
+        user: "bob".into(),
+        record: true,
+        answer: Answer::Auto,
+        play_wav: Some(tone),
+        codec_modules: modules.iter().map(|m| (*m).to_owned()).collect(),
+        dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    })
+}
+
+/// Signs in offering Opus; checks `welcome` agreed on it and returns its number.
+fn opus_client(sb: &Skybridge) -> (WsClient, u8) {
+    let (c, welcome) =
+        WsClient::signed_in_with(sb.web, "ws-opus", None, Some(&["opus", "pcmu", "pcma"])).unwrap();
+    assert_eq!(
+        welcome["codecs"],
+        json!(["opus", "pcmu", "pcma"]),
+        "{welcome}"
+    );
+    let pt = welcome["payload_types"]["opus"]
+        .as_u64()
+        .and_then(|n| u8::try_from(n).ok())
+        .unwrap_or_else(|| panic!("no Opus number in {welcome}"));
+    (c, pt)
+}
+
+/// Places a call and waits for `answered` naming `codec`; returns the call id.
+fn dial_expecting(
+    c: &mut WsClient,
+    target: &str,
+    codec: &str,
+    context: &dyn Fn() -> String,
+) -> u16 {
+    c.send_json(&json!({"type": "call", "target": target}));
+    let id = call_id(&expect(c, "calling", 5 * SEC, context));
+    let answered = expect(c, "answered", 10 * SEC, context);
+    assert_eq!(call_id(&answered), id);
+    assert_eq!(answered["codec"], codec, "{answered}");
+    id
+}
+
+#[test]
+fn ws_opus_client_calls_a_pcmu_only_phone_transcoded_both_ways_and_survives_a_bad_packet() {
+    let _serial = serial();
+    let dir = TestDir::new("ws-opus-to-pcmu");
+    let mut bob = bob_with_codecs(&dir, &["g711.so"]);
+    let sb = Skybridge::start(
+        dir.path(),
+        &SkybridgeOpts {
+            auth: anonymous(&["bob"]),
+            dialplan: vec![("bob".into(), bob.uri())],
+            ..Default::default()
+        },
+    );
+    let (mut c, pt) = opus_client(&sb);
+    let ctx = || sb.tails();
+    let id = dial_expecting(&mut c, "bob", "opus", &ctx);
+    bob.expect_event("CALL_ESTABLISHED", 5 * SEC);
+    c.start_tone_opus(id, 1000.0, pt);
+    c.pump(2 * SEC);
+    // A frame that is not an Opus packet (code 3 with no frame count) mid-call.
+    c.send_audio(id, pt, 0, &[0xFB]);
+    c.pump(2 * SEC);
+    c.stop_tone();
+    let malformed = sb.metric(
+        "skybridge_packets_dropped_total",
+        &[("reason", "malformed")],
+    );
+    let transcoding = sb.metric("skybridge_transcoding_calls", &[]);
+    let pair = sb.metric(
+        "skybridge_calls_by_codec_pair",
+        &[("client", "opus"), ("sip", "pcmu")],
+    );
+    c.send_json(&json!({"type": "hangup", "call": id}));
+    expect(&mut c, "hangup", 5 * SEC, &ctx);
+    bob.expect_event("CALL_CLOSED", 5 * SEC);
+    let context = format!("{c:?}\n{}\n{}", sb.tails(), bob.tails());
+    assert_eq!(
+        malformed, 1.0,
+        "the bad packet is dropped and counted\n{context}"
+    );
+    assert!(
+        !c.saw("error") && c.closed.is_none(),
+        "the call went on\n{context}"
+    );
+    assert_eq!((transcoding, pair), (1.0, 1.0), "{context}");
+    assert!(
+        sb.wait_log(&["codec pair opus/pcmu", "transcoding=true"], 2 * SEC),
+        "{context}"
+    );
+    assert_eq!(
+        c.codecs_received.keys().copied().collect::<Vec<_>>(),
+        [pt],
+        "every frame toward the client is Opus\n{context}"
+    );
+    let rec = bob
+        .recording_path()
+        .unwrap_or_else(|| panic!("bob recorded nothing\n{context}"));
+    let wav = read_wav(&rec).unwrap();
+    assert_tone_samples(
+        "Opus client → PCMU phone",
+        &wav.mono(),
+        wav.rate,
+        1000.0,
+        3.0,
+        &context,
+    );
+    assert_tone(
+        "PCMU phone → Opus client",
+        &c.decoded_opus(id),
+        440.0,
+        3.0,
+        &context,
+    );
+}
+
+#[test]
+fn ws_opus_client_to_an_opus_only_phone_passes_opus_through_untranscoded() {
+    let _serial = serial();
+    let dir = TestDir::new("ws-opus-to-opus");
+    let mut bob = bob_with_codecs(&dir, &["opus.so"]);
+    let sb = Skybridge::start(
+        dir.path(),
+        &SkybridgeOpts {
+            auth: anonymous(&["bob"]),
+            dialplan: vec![("bob".into(), bob.uri())],
+            rtp: "codecs = [\"pcmu\", \"opus\"]".into(),
+            ..Default::default()
+        },
+    );
+    let (mut c, pt) = opus_client(&sb);
+    let ctx = || sb.tails();
+    let id = dial_expecting(&mut c, "bob", "opus", &ctx);
+    bob.expect_event("CALL_ESTABLISHED", 5 * SEC);
+    c.start_tone_opus(id, 1000.0, pt);
+    c.pump(4 * SEC);
+    c.stop_tone();
+    let transcoding = sb.metric("skybridge_transcoding_calls", &[]);
+    let pair = sb.metric(
+        "skybridge_calls_by_codec_pair",
+        &[("client", "opus"), ("sip", "opus")],
+    );
+    c.send_json(&json!({"type": "hangup", "call": id}));
+    expect(&mut c, "hangup", 5 * SEC, &ctx);
+    bob.expect_event("CALL_CLOSED", 5 * SEC);
+    let context = format!("{c:?}\n{}\n{}", sb.tails(), bob.tails());
+    assert_eq!((transcoding, pair), (0.0, 1.0), "pass-through\n{context}");
+    assert!(
+        sb.wait_log(&["codec pair opus/opus", "transcoding=false"], 2 * SEC),
+        "{context}"
+    );
+    assert!(
+        !sb.logs().contains("transcoding toward a client"),
+        "no transcoder was started\n{context}"
+    );
+    let rec = bob
+        .recording_path()
+        .unwrap_or_else(|| panic!("bob recorded nothing\n{context}"));
+    let wav = read_wav(&rec).unwrap();
+    assert_tone_samples(
+        "Opus client → Opus phone",
+        &wav.mono(),
+        wav.rate,
+        1000.0,
+        3.0,
+        &context,
+    );
+    assert_tone(
+        "Opus phone → Opus client",
+        &c.decoded_opus(id),
+        440.0,
+        3.0,
+        &context,
+    );
+}
+
+#[test]
+fn a_g711_ws_client_reaches_an_opus_only_phone_through_the_transcoder() {
+    let _serial = serial();
+    let dir = TestDir::new("ws-pcmu-to-opus");
+    let mut bob = bob_with_codecs(&dir, &["opus.so"]);
+    let sb = Skybridge::start(
+        dir.path(),
+        &SkybridgeOpts {
+            auth: anonymous(&["bob"]),
+            dialplan: vec![("bob".into(), bob.uri())],
+            rtp: "codecs = [\"pcmu\", \"opus\"]".into(),
+            ..Default::default()
+        },
+    );
+    // An old client: no `codecs` in hello, so the welcome it gets is unchanged.
+    let (mut c, welcome) = WsClient::signed_in(sb.web, "ws", None).unwrap();
+    assert_eq!(welcome["codecs"], json!(["pcmu", "pcma"]), "{welcome}");
+    assert!(welcome.get("payload_types").is_none(), "{welcome}");
+    let ctx = || sb.tails();
+    let id = dial_expecting(&mut c, "bob", "pcmu", &ctx);
+    bob.expect_event("CALL_ESTABLISHED", 5 * SEC);
+    c.start_tone(id, 1000.0);
+    c.pump(4 * SEC);
+    c.stop_tone();
+    c.send_json(&json!({"type": "hangup", "call": id}));
+    expect(&mut c, "hangup", 5 * SEC, &ctx);
+    bob.expect_event("CALL_CLOSED", 5 * SEC);
+    let context = format!("{c:?}\n{}\n{}", sb.tails(), bob.tails());
+    assert!(
+        sb.wait_log(&["codec pair pcmu/opus", "transcoding=true"], 2 * SEC),
+        "{context}"
+    );
+    let rec = bob
+        .recording_path()
+        .unwrap_or_else(|| panic!("bob recorded nothing\n{context}"));
+    let wav = read_wav(&rec).unwrap();
+    // The relay codes Opus at the other leg's 8 kHz (SILK narrowband, the cheapest path; same
+    // band as the PCMU leg). On this −6 dBFS pure tone at 24 kbit/s that measures ~18 dB SNR
+    // (speech codecs are not tone-exact), so the floor is 15 dB: the tone, dominant, all along.
+    assert_tone_snr(
+        "PCMU client → Opus phone",
+        &wav.mono(),
+        wav.rate,
+        1000.0,
+        3.0,
+        15.0,
+        &context,
+    );
+    assert_tone(
+        "Opus phone → PCMU client",
+        &c.decoded_audio(id),
+        440.0,
+        3.0,
+        &context,
+    );
 }

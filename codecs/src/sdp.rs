@@ -982,6 +982,15 @@ a=sendrecv\r\n";
     }
 
     #[test]
+    fn opus_is_written_with_two_channels_as_rfc_7587_requires() {
+        let mut b = builder();
+        b.codecs = vec![(96, "opus", 48000), (0, "PCMU", 8000)];
+        let text = String::from_utf8(b.build()).unwrap();
+        assert!(text.contains("a=rtpmap:96 opus/48000/2\r\n"), "{text}");
+        assert!(text.contains("a=rtpmap:0 PCMU/8000\r\n"), "{text}");
+    }
+
+    #[test]
     fn answer_direction_is_the_reverse_of_the_offer() {
         assert_eq!(Direction::SendOnly.reversed(), Direction::RecvOnly);
         assert_eq!(Direction::RecvOnly.reversed(), Direction::SendOnly);

@@ -3,14 +3,21 @@
 //!
 //! ```text
 //!   text:   {"type":"<snake_case>", ...fields}            ≤ 16 KiB
-//!   binary: ver:8 (=1) codec:8 (0|8) call:16 timestamp:32 payload ≤ 1024    (big endian)
+//!   binary: ver:8 (=1) codec:8 (0|8|111) call:16 timestamp:32 payload ≤ 1024  (big endian)
 //! ```
+//!
+//! Codec negotiation (backward compatible): a client lists what it can encode and decode in
+//! `hello.codecs` (e.g. `["opus","pcmu","pcma"]`); `welcome.codecs` names what the connection
+//! will use and `welcome.payload_types` the `codec` byte of each in binary frames. G.711 (0, 8)
+//! is always there; Opus ([`codec::OPUS`], one RFC 6716 packet of 20 ms per frame, 48 kHz
+//! timestamps) only when the client offered it. A client that sends no `codecs` gets G.711.
 //!
 //! [`decode_client`] sorts failures by how the connection must react: not UTF-8/not JSON →
 //! close 1007, unknown `type` → `error` then close 1008, too big → close 1009, bad fields →
 //! an `error` message and the connection stays open ([`SignalError::close_code`] is `None`).
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
@@ -33,17 +40,34 @@ pub const MAX_TARGET_LEN: usize = 64;
 pub const MAX_DIGITS_LEN: usize = 32;
 /// Longest `token` of a `hello`.
 pub const MAX_TOKEN_LEN: usize = 256;
+/// Most entries in `hello.codecs`.
+pub const MAX_HELLO_CODECS: usize = 8;
+/// Longest name in `hello.codecs`.
+pub const MAX_CODEC_NAME_LEN: usize = 16;
 
 /// A call id: a small integer chosen by the server, unique per connection; also the `call`
 /// field of audio frames (hence 16 bits).
 pub type CallId = u16;
 
-/// RTP static payload type numbers accepted in audio frames.
+/// The `codec` byte of audio frames: RTP static payload types for G.711, and the number this
+/// server announces for Opus in `welcome.payload_types`.
 pub mod codec {
     /// G.711 µ-law.
     pub const PCMU: u8 = 0;
     /// G.711 A-law.
     pub const PCMA: u8 = 8;
+    /// Opus (RFC 6716; 48 kHz timestamps as RFC 7587), only on connections that negotiated it.
+    pub const OPUS: u8 = 111;
+
+    /// The number of a codec name of `hello.codecs` / `welcome.codecs`.
+    pub fn number(name: &str) -> Option<u8> {
+        match name {
+            "pcmu" => Some(PCMU),
+            "pcma" => Some(PCMA),
+            "opus" => Some(OPUS),
+            _ => None,
+        }
+    }
 }
 
 /// A message from the browser.
@@ -57,6 +81,10 @@ pub enum ClientMessage {
         /// Bearer token (optional when auth is off), ≤ 256 bytes.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
+        /// Codecs the client encodes and decodes, preferred first (`"opus"`, `"pcmu"`,
+        /// `"pcma"`; unknown names are ignored), ≤ 8 names of ≤ 16 bytes. Absent: G.711.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        codecs: Option<Vec<String>>,
     },
     /// Place a call to a dial-plan name (≤ 64 bytes).
     Call {
@@ -151,8 +179,13 @@ pub enum ServerMessage {
         version: u32,
         /// Authenticated user.
         user: String,
-        /// Codec names the server accepts, e.g. `["pcmu","pcma"]`.
+        /// Codec names this connection uses, e.g. `["pcmu","pcma"]`, or `["opus","pcmu","pcma"]`
+        /// when the client offered Opus.
         codecs: Vec<String>,
+        /// The `codec` byte of each of `codecs` in binary frames, e.g. `{"opus":111,"pcmu":0}`
+        /// (absent from servers that predate it: G.711's static numbers).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        payload_types: BTreeMap<String, u8>,
         /// Server name and version.
         server: String,
     },
@@ -174,7 +207,7 @@ pub enum ServerMessage {
     Answered {
         /// Call id.
         call: CallId,
-        /// `pcmu` or `pcma`.
+        /// The codec this client gets and sends on the call: `pcmu`, `pcma` or `opus`.
         codec: String,
     },
     /// An incoming call.
@@ -183,7 +216,7 @@ pub enum ServerMessage {
         call: CallId,
         /// Caller: display name or URI.
         from: String,
-        /// `pcmu` or `pcma`.
+        /// The codec this client will get: `pcmu`, `pcma` or `opus`.
         codec: String,
     },
     /// Another session of the same user answered.
@@ -292,7 +325,7 @@ pub enum SignalError {
     /// Audio frame version is not 1.
     #[error("bad audio frame version")]
     AudioVersion,
-    /// Audio codec is not 0 (PCMU) or 8 (PCMA).
+    /// Audio codec is not 0 (PCMU), 8 (PCMA) or a number the connection negotiated (Opus).
     #[error("unknown audio codec")]
     AudioCodec,
     /// Binary message over 2 KiB or payload over 1024 bytes.
@@ -371,11 +404,20 @@ pub fn decode_client(data: &[u8]) -> Result<ClientMessage, SignalError> {
 
 fn validate(msg: &ClientMessage) -> Result<(), SignalError> {
     let ok = match msg {
-        ClientMessage::Hello { version, token } => {
+        ClientMessage::Hello {
+            version,
+            token,
+            codecs,
+        } => {
             *version == PROTOCOL_VERSION
                 && token
                     .as_ref()
                     .is_none_or(|t| t.len() <= MAX_TOKEN_LEN && !t.is_empty())
+                && codecs.as_ref().is_none_or(|c| {
+                    c.len() <= MAX_HELLO_CODECS
+                        && c.iter()
+                            .all(|n| !n.is_empty() && n.len() <= MAX_CODEC_NAME_LEN)
+                })
         }
         ClientMessage::Call { target } => {
             !target.is_empty()
@@ -418,10 +460,20 @@ pub struct AudioFrameHeader {
     pub timestamp: u32,
 }
 
-/// Parses a binary audio frame:
+/// Parses a binary audio frame of a G.711-only connection:
 /// `ver:8 (=1) codec:8 (0|8) call:16 timestamp:32 payload:(≤ 1024 bytes)`, big endian.
 /// Returns the header and the payload's range within `data`.
 pub fn parse_audio_frame(data: &[u8]) -> Result<(AudioFrameHeader, Range<usize>), SignalError> {
+    parse_audio_frame_with(data, false)
+}
+
+/// Parses a binary audio frame like [`parse_audio_frame`]; `opus`: the connection negotiated
+/// Opus, so [`codec::OPUS`] is a valid `codec` too (its payload is checked by
+/// [`opus_packet_ticks`], not here).
+pub fn parse_audio_frame_with(
+    data: &[u8],
+    opus: bool,
+) -> Result<(AudioFrameHeader, Range<usize>), SignalError> {
     if data.len() > MAX_BINARY_LEN || data.len() > AUDIO_HEADER_LEN + MAX_AUDIO_PAYLOAD {
         return Err(SignalError::AudioTooLong);
     }
@@ -431,7 +483,7 @@ pub fn parse_audio_frame(data: &[u8]) -> Result<(AudioFrameHeader, Range<usize>)
     if ver != AUDIO_VERSION {
         return Err(SignalError::AudioVersion);
     }
-    if codec != codec::PCMU && codec != codec::PCMA {
+    if codec != codec::PCMU && codec != codec::PCMA && !(opus && codec == codec::OPUS) {
         return Err(SignalError::AudioCodec);
     }
     Ok((
@@ -442,6 +494,52 @@ pub fn parse_audio_frame(data: &[u8]) -> Result<(AudioFrameHeader, Range<usize>)
         },
         AUDIO_HEADER_LEN..data.len(),
     ))
+}
+
+/// The duration in 48 kHz ticks of a well-formed Opus packet (RFC 6716 §3.1 TOC byte, §3.2
+/// frame packing), or `None` for one that is not: empty, code 1 with an odd body, code 2 with
+/// a first frame longer than the packet, code 3 with no frame count or 0 frames, or more than
+/// 120 ms of audio.
+///
+/// `packet = toc:8 [count:8 (code 3)] frames…`; TOC = `config:5 s:1 c:2`.
+pub fn opus_packet_ticks(packet: &[u8]) -> Option<u32> {
+    let (&toc, rest) = packet.split_first()?;
+    let config = toc >> 3;
+    // Frame length in 48 kHz ticks per configuration (RFC 6716 table 2).
+    let frame: u32 = match config {
+        0..=11 => [480, 960, 1920, 2880][usize::from(config % 4)],
+        12..=15 => [480, 960][usize::from(config % 2)],
+        _ => [120, 240, 480, 960][usize::from(config % 4)],
+    };
+    let frames: u32 = match toc & 0x03 {
+        0 => 1,
+        1 if rest.len() % 2 == 0 => 2,
+        1 => return None,
+        2 => {
+            // First frame's length: one byte (< 252) or two (§3.2.1).
+            let (&b0, after) = rest.split_first()?;
+            let (len, body) = if b0 < 252 {
+                (usize::from(b0), after)
+            } else {
+                let (&b1, body) = after.split_first()?;
+                (usize::from(b1) * 4 + usize::from(b0), body)
+            };
+            if len > body.len() {
+                return None;
+            }
+            2
+        }
+        _ => {
+            let (&count, _) = rest.split_first()?;
+            let m = u32::from(count & 0x3F);
+            if m == 0 {
+                return None;
+            }
+            m
+        }
+    };
+    let ticks = frame * frames;
+    (ticks <= 5760).then_some(ticks)
 }
 
 /// Writes the 8-byte audio frame header.
@@ -464,6 +562,7 @@ mod tests {
                 ClientMessage::Hello {
                     version: 1,
                     token: Some("abc".into()),
+                    codecs: None,
                 },
             ),
             (
@@ -471,6 +570,15 @@ mod tests {
                 ClientMessage::Hello {
                     version: 1,
                     token: None,
+                    codecs: None,
+                },
+            ),
+            (
+                r#"{"type":"hello","version":1,"codecs":["opus","pcmu","x-future"]}"#,
+                ClientMessage::Hello {
+                    version: 1,
+                    token: None,
+                    codecs: Some(vec!["opus".into(), "pcmu".into(), "x-future".into()]),
                 },
             ),
             (
@@ -605,6 +713,10 @@ mod tests {
             r#"{"type":"answer","call":"3"}"#,
             r#"{"type":"hello"}"#,
             r#"{"type":"hello","version":2}"#,
+            r#"{"type":"hello","version":1,"codecs":"opus"}"#,
+            r#"{"type":"hello","version":1,"codecs":[""]}"#,
+            r#"{"type":"hello","version":1,"codecs":["a","b","c","d","e","f","g","h","i"]}"#,
+            r#"{"type":"hello","version":1,"codecs":["opus-with-a-very-long-name"]}"#,
             r#"{"type":"reject","call":1,"code":200}"#,
             r#"{"type":"dtmf","call":1,"digits":"12x"}"#,
             r#"{"type":"dtmf","call":1,"digits":""}"#,
@@ -671,9 +783,20 @@ mod tests {
                     version: 1,
                     user: "alice".into(),
                     codecs: vec!["pcmu".into(), "pcma".into()],
+                    payload_types: BTreeMap::new(),
                     server: "skybridge".into(),
                 },
                 r#"{"type":"welcome","version":1,"user":"alice","codecs":["pcmu","pcma"],"server":"skybridge"}"#,
+            ),
+            (
+                ServerMessage::Welcome {
+                    version: 1,
+                    user: "alice".into(),
+                    codecs: vec!["opus".into(), "pcmu".into()],
+                    payload_types: [("opus".to_owned(), 111), ("pcmu".to_owned(), 0)].into(),
+                    server: "skybridge".into(),
+                },
+                r#"{"type":"welcome","version":1,"user":"alice","codecs":["opus","pcmu"],"payload_types":{"opus":111,"pcmu":0},"server":"skybridge"}"#,
             ),
             (
                 ServerMessage::Hangup {
@@ -726,5 +849,55 @@ mod tests {
         assert!(parse_audio_frame(&big).is_ok());
         assert_eq!(SignalError::AudioTooShort.close_code(), Some(1003));
         assert_eq!(SignalError::AudioTooLong.close_code(), Some(1009));
+    }
+
+    #[test]
+    fn opus_frames_are_valid_only_where_opus_was_negotiated() {
+        let frame = [1u8, codec::OPUS, 0, 7, 0, 0, 0x03, 0xC0, 0x78, 1, 2, 3];
+        assert_eq!(parse_audio_frame(&frame), Err(SignalError::AudioCodec));
+        assert_eq!(
+            parse_audio_frame_with(&frame, false),
+            Err(SignalError::AudioCodec)
+        );
+        let (h, range) = parse_audio_frame_with(&frame, true).unwrap();
+        assert_eq!(
+            h,
+            AudioFrameHeader {
+                codec: codec::OPUS,
+                call: 7,
+                timestamp: 960,
+            }
+        );
+        assert_eq!(range, 8..12);
+        let other = [1u8, 96, 0, 7, 0, 0, 0, 0];
+        assert_eq!(
+            parse_audio_frame_with(&other, true),
+            Err(SignalError::AudioCodec),
+            "only the announced number"
+        );
+        assert_eq!(codec::number("opus"), Some(codec::OPUS));
+        assert_eq!(codec::number("g729"), None);
+    }
+
+    #[test]
+    fn opus_packet_durations_follow_the_toc_and_malformed_packets_are_refused() {
+        // config 9 (SILK WB 20 ms), 11 (60 ms) code 0; CELT FB 20 ms (config 31) code 0; hybrid 10 ms.
+        assert_eq!(opus_packet_ticks(&[9 << 3, 0xAA]), Some(960));
+        assert_eq!(opus_packet_ticks(&[11 << 3, 0xAA]), Some(2880));
+        assert_eq!(opus_packet_ticks(&[31 << 3, 1, 2, 3]), Some(960));
+        assert_eq!(opus_packet_ticks(&[12 << 3]), Some(480));
+        // Code 1: two equal frames, the body must split evenly.
+        assert_eq!(opus_packet_ticks(&[(31 << 3) | 1, 1, 2]), Some(1920));
+        assert_eq!(opus_packet_ticks(&[(31 << 3) | 1, 1, 2, 3]), None);
+        // Code 2: the first frame's length must fit.
+        assert_eq!(opus_packet_ticks(&[(31 << 3) | 2, 2, 9, 9, 9]), Some(1920));
+        assert_eq!(opus_packet_ticks(&[(31 << 3) | 2, 5, 9]), None);
+        assert_eq!(opus_packet_ticks(&[(31 << 3) | 2, 252]), None);
+        // Code 3: a count of 1..=48 frames, at most 120 ms.
+        assert_eq!(opus_packet_ticks(&[(31 << 3) | 3, 3, 0, 0, 0]), Some(2880));
+        assert_eq!(opus_packet_ticks(&[(31 << 3) | 3, 0]), None);
+        assert_eq!(opus_packet_ticks(&[(31 << 3) | 3]), None);
+        assert_eq!(opus_packet_ticks(&[(3 << 3) | 3, 3]), None, "180 ms");
+        assert_eq!(opus_packet_ticks(&[]), None);
     }
 }

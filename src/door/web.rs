@@ -17,12 +17,12 @@ use crate::call::driver::{
     ToClient,
 };
 use crate::call::ClientCommand;
-use crate::media::{Codec, MediaFrame};
+use crate::media::{ClientCaps, Codec, MediaFrame};
 use crate::ops::metrics as m;
 use crate::relay::Shared;
 use crate::session::Identity;
 use crate::ws::{WsEvent, WsServerSession, WsSessionConfig, WsSessionError};
-use skybridge_codecs::signal::{CallId, ClientMessage, HoldBy, ServerMessage};
+use skybridge_codecs::signal::{self, CallId, ClientMessage, HoldBy, ServerMessage};
 use skybridge_codecs::websocket::{parse_http_request_head, WsError};
 
 const TRANSPORT: &str = "websocket";
@@ -172,6 +172,8 @@ struct WsConnection {
     sink_control: mpsc::UnboundedSender<ToClient>,
     audio_rx: Option<ClientAudioRx>,
     control_rx: Option<mpsc::UnboundedReceiver<ToClient>>,
+    /// The client negotiated Opus in `hello`/`welcome`.
+    opus: bool,
 }
 
 impl WsConnection {
@@ -190,14 +192,19 @@ impl WsConnection {
             sink_control,
             audio_rx: Some(audio_rx),
             control_rx: Some(control_rx),
+            opus: false,
         }
+    }
+
+    fn caps(&self) -> ClientCaps {
+        ClientCaps::WebSocket { opus: self.opus }
     }
 
     fn sink(&self) -> ClientSink {
         ClientSink {
             audio: self.sink_audio.clone(),
             control: self.sink_control.clone(),
-            caps: crate::media::ClientCaps::G711,
+            caps: self.caps(),
         }
     }
 
@@ -321,7 +328,7 @@ impl WsConnection {
                         .increment(1);
                     return;
                 };
-                let Some(codec) = Codec::from_rtp_payload_type(codec) else {
+                let Some(codec) = codec_of_number(codec) else {
                     metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => "unsupported_codec")
                         .increment(1);
                     return;
@@ -341,6 +348,14 @@ impl WsConnection {
                         .increment(1);
                 }
             }
+            WsEvent::AudioMalformed { call } => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.dropped += 1;
+                }
+                debug!(peer = %self.peer, call, "malformed Opus packet dropped");
+                metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => m::drop_reason::MALFORMED)
+                    .increment(1);
+            }
             WsEvent::Closed { .. } => {}
         }
     }
@@ -356,11 +371,13 @@ impl WsConnection {
             ClientMessage::Hello { token, .. } => {
                 match self.shared.authority.authenticate(token.as_deref()) {
                     Ok(id) => {
+                        session.authenticated(id.name());
+                        // Before the sink exists: it carries what the client decodes.
+                        self.opus = session.opus();
                         if let Identity::User(name) = &id {
                             self.presence = Some(self.shared.presence.sign_in(name, self.sink()));
                         }
-                        info!(peer = %self.peer, user = id.name(), "websocket client signed in");
-                        session.authenticated(id.name());
+                        info!(peer = %self.peer, user = id.name(), opus = self.opus, "websocket client signed in");
                         self.identity = Some(id);
                     }
                     Err(why) => {
@@ -532,12 +549,13 @@ impl WsConnection {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
-        if session.send_audio(
-            id,
-            frame.codec.rtp_payload_type(),
-            frame.timestamp,
-            &frame.payload,
-        ) {
+        let Some(number) = number_of_codec(frame.codec) else {
+            c.dropped += 1;
+            metrics::counter!(m::PACKETS_DROPPED_TOTAL, "reason" => m::drop_reason::UNSUPPORTED_CODEC)
+                .increment(1);
+            return;
+        };
+        if session.send_audio(id, number, frame.timestamp, &frame.payload) {
             c.frames_out += 1;
             metrics::counter!(m::PACKETS_TOTAL, "leg" => TRANSPORT, "direction" => "out")
                 .increment(1);
@@ -558,7 +576,7 @@ impl WsConnection {
             session.send(&ServerMessage::Incoming {
                 call: id,
                 from,
-                codec: codec_name(codec).into(),
+                codec: codec_name(self.caps().choose(codec)).into(),
             });
             return;
         }
@@ -625,6 +643,26 @@ impl WsConnection {
 
 fn codec_name(codec: Codec) -> &'static str {
     codec.name()
+}
+
+/// The codec of an audio frame's `codec` byte (only numbers the session let through arrive).
+fn codec_of_number(number: u8) -> Option<Codec> {
+    match number {
+        signal::codec::PCMU => Some(Codec::Pcmu),
+        signal::codec::PCMA => Some(Codec::Pcma),
+        signal::codec::OPUS => Some(Codec::Opus),
+        _ => None,
+    }
+}
+
+/// The `codec` byte for frames of `codec` toward a WebSocket client.
+fn number_of_codec(codec: Codec) -> Option<u8> {
+    match codec {
+        Codec::Pcmu => Some(signal::codec::PCMU),
+        Codec::Pcma => Some(signal::codec::PCMA),
+        Codec::Opus => Some(signal::codec::OPUS),
+        _ => None,
+    }
 }
 
 fn hold_by(by_remote: bool) -> HoldBy {

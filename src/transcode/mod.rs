@@ -877,6 +877,33 @@ mod tests {
     }
 
     #[test]
+    fn opus_and_pcmu_transcode_both_ways_in_20_ms_frames_of_960_ticks() {
+        for (from, to) in [(Codec::Pcmu, Codec::Opus), (Codec::Opus, Codec::Pcmu)] {
+            let (frames, pcm) = through(from, to, 1000.0);
+            assert!(
+                frames.len() >= 45,
+                "{from:?} → {to:?}: {} frames",
+                frames.len()
+            );
+            let step = to.clock_rate() / 50;
+            for pair in frames.windows(2) {
+                assert_eq!(pair[1].timestamp.wrapping_sub(pair[0].timestamp), step);
+            }
+            let body = &pcm[pcm.len() / 4..pcm.len() * 9 / 10];
+            let snr = tone::snr_db(body, 1000.0, to.sample_rate());
+            assert!(snr > 15.0, "{from:?} → {to:?}: SNR {snr:.1} dB");
+        }
+        let mut t = Transcoder::new(Codec::Opus, Codec::Pcmu, PTIME).unwrap();
+        let bad = MediaFrame {
+            codec: Codec::Opus,
+            timestamp: 0,
+            marker: false,
+            payload: Bytes::from_static(&[0xFB, 0x00]),
+        };
+        assert_eq!(t.push(&bad), Err(TranscodeError::BadPayload));
+    }
+
+    #[test]
     fn output_timestamps_are_contiguous_in_the_output_clock_g722_counting_8000() {
         let (frames, _) = through(Codec::Pcmu, Codec::G722, 1000.0);
         for pair in frames.windows(2) {

@@ -1,5 +1,6 @@
-// skybridge softphone: signalling, G.711, audio engine and UI. Plain ES module, no dependencies.
-// Protocol: WS-PROTOCOL v1 (JSON text frames for signalling, 8-byte header + G.711 binary frames).
+// skybridge softphone: signalling, G.711, Opus (WebCodecs), audio engine and UI. Plain ES module,
+// no dependencies. Protocol: WS-PROTOCOL v1 (JSON text frames for signalling, 8-byte header +
+// G.711 or Opus binary frames).
 
 // ---------------------------------------------------------------------------------------------
 // G.711 (ITU-T G.711): µ-law and A-law, table driven.
@@ -8,6 +9,29 @@
 // unless the page is opened with `?processing=off` (music, measurement, a headset with its own
 // processing). Noise suppression treats a steady test tone as noise and fades it out.
 const VOICE_PROCESSING = new URLSearchParams(location.search).get("processing") !== "off";
+
+// Opus when the browser's WebCodecs encode and decode it (mono, 48 kHz, 20 ms frames), else
+// G.711 in JS. `?codec=pcmu` (or `pcma`, `g711`) forces G.711, for tests and old relays.
+const FORCED_CODEC = (new URLSearchParams(location.search).get("codec") ?? "").toLowerCase();
+const OPUS_CONFIG = { codec: "opus", sampleRate: 48000, numberOfChannels: 1 };
+const OPUS_ENCODER_CONFIG = { ...OPUS_CONFIG, bitrate: 24000, opus: { frameDuration: 20000 } };
+
+/** Whether this browser can encode and decode Opus with WebCodecs (and we may use it). */
+async function detectOpus() {
+  if (["pcmu", "pcma", "g711"].includes(FORCED_CODEC)) return false;
+  if (typeof AudioEncoder === "undefined" || typeof AudioDecoder === "undefined") return false;
+  try {
+    const [enc, dec] = await Promise.all([
+      AudioEncoder.isConfigSupported(OPUS_ENCODER_CONFIG),
+      AudioDecoder.isConfigSupported(OPUS_CONFIG),
+    ]);
+    return Boolean(enc.supported && dec.supported);
+  } catch {
+    return false;
+  }
+}
+
+const OPUS_AVAILABLE = typeof window !== "undefined" ? detectOpus() : Promise.resolve(false);
 
 const ULAW_BIAS = 0x84;
 const ULAW_CLIP = 32635;
@@ -118,13 +142,16 @@ export function buildAudioFrame(pt, call, timestamp, payload) {
   return buf;
 }
 
-/** Parses one binary audio frame; null when it is not a valid v1 G.711 frame. */
-export function parseAudioFrame(data) {
+/**
+ * Parses one binary audio frame; null when it is not a valid v1 frame (G.711, or Opus when
+ * `opusPt`, the number `welcome` announced for it, is given).
+ */
+export function parseAudioFrame(data, opusPt = null) {
   const buf = new Uint8Array(data);
   if (buf.length < FRAME_HEADER || buf.length > FRAME_HEADER + MAX_PAYLOAD) return null;
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const pt = view.getUint8(1);
-  if (view.getUint8(0) !== 1 || (pt !== PT_PCMU && pt !== PT_PCMA)) return null;
+  if (view.getUint8(0) !== 1 || (pt !== PT_PCMU && pt !== PT_PCMA && (opusPt === null || pt !== opusPt))) return null;
   return { pt, call: view.getUint16(2), timestamp: view.getUint32(4), payload: buf.subarray(FRAME_HEADER) };
 }
 
@@ -137,8 +164,6 @@ function rms(samples) {
 // ---------------------------------------------------------------------------------------------
 // Page state.
 
-const NET_RATE = 8000;
-const FRAME_SAMPLES = 160;
 const RECORD_SECONDS = 30;
 const SUBPROTOCOL = "skybridge.v1";
 const TOKEN_KEY = "skybridge.token";
@@ -150,6 +175,8 @@ const S = {
   user: null,
   server: null,
   codecs: [],
+  opusPt: null, // number of Opus in binary frames, once `welcome` agreed on it
+  netRate: 8000, // audio rate between the worklets and the codecs: 8000 (G.711) or 48000 (Opus)
   calls: new Map(), // id → call
   pendingDials: [], // {target, cancelled} waiting for `calling`
   current: null, // id of the call whose audio flows
@@ -173,7 +200,8 @@ const A = {
   micStarting: null,
   micLevel: 0,
   spkLevel: 0,
-  record: new Float32Array(NET_RATE * RECORD_SECONDS),
+  record: new Float32Array(8000 * RECORD_SECONDS),
+  recordRate: 8000,
   recordPos: 0,
   recordFilled: 0,
   underruns: 0,
@@ -267,10 +295,11 @@ function signIn(token) {
   ws.binaryType = "arraybuffer";
   S.ws = ws;
   S.conn = "connecting";
-  ws.onopen = () => {
+  ws.onopen = async () => {
     const hello = { type: "hello", version: 1 };
     if (token) hello.token = token;
-    send(hello);
+    hello.codecs = (await OPUS_AVAILABLE) ? ["opus", "pcmu", "pcma"] : ["pcmu", "pcma"];
+    if (S.ws === ws) send(hello);
   };
   ws.onmessage = (e) => {
     if (typeof e.data === "string") onText(e.data);
@@ -322,6 +351,11 @@ function onText(text) {
       S.user = msg.user ?? null;
       S.server = msg.server ?? null;
       S.codecs = Array.isArray(msg.codecs) ? msg.codecs : [];
+      {
+        const pt = msg.payload_types && msg.payload_types.opus;
+        S.opusPt = S.codecs.includes("opus") && Number.isInteger(pt) && pt >= 0 && pt < 256 ? pt : null;
+      }
+      setNetRate(S.opusPt !== null ? 48000 : 8000);
       break;
     case "calling": {
       const pending = S.pendingDials.shift() ?? { target: msg.target, cancelled: false };
@@ -453,6 +487,7 @@ function endCall(call, code, reason) {
     S.current = null;
     flushPlayout();
   }
+  closeCoders(call);
   if (![...S.calls.values()].some(isLive)) stopMic();
 }
 
@@ -584,6 +619,7 @@ function ensureAudio() {
         numberOfInputs: 0,
         numberOfOutputs: 1,
         outputChannelCount: [1],
+        processorOptions: { rate: S.netRate },
       });
       A.playout.port.onmessage = (e) => onPlayed(e.data);
       A.playout.connect(A.ctx.destination);
@@ -620,7 +656,9 @@ function startMic() {
         numberOfInputs: 1,
         numberOfOutputs: 1,
         outputChannelCount: [1],
+        processorOptions: { rate: S.netRate },
       });
+      A.captureRate = S.netRate;
       A.capture.port.onmessage = (e) => onCaptured(e.data);
       // A silent sink keeps the capture node pulled by the graph.
       A.sink = A.ctx.createGain();
@@ -646,32 +684,113 @@ function flushPlayout() {
   if (A.playout) A.playout.port.postMessage("flush");
 }
 
-const silence = new Float32Array(FRAME_SAMPLES);
+/** Sets the rate of the audio between worklets and codecs (the playout follows at once). */
+function setNetRate(rate) {
+  S.netRate = rate;
+  if (A.playout) A.playout.port.postMessage({ rate });
+}
 
 function onCaptured(frame) {
   const c = S.current !== null ? S.calls.get(S.current) : null;
   const sending = c && c.state === "active" && !c.holdPending && S.ws && S.ws.readyState === WebSocket.OPEN;
-  const samples = S.muted ? silence : frame;
-  A.micLevel = Math.max(rms(sending ? samples : silence), A.micLevel * 0.7);
+  const samples = S.muted ? new Float32Array(frame.length) : frame;
+  A.micLevel = Math.max(sending ? rms(samples) : 0, A.micLevel * 0.7);
   if (!sending) return;
+  if (c.codec === "opus") {
+    if (A.captureRate === 48000) encodeOpus(c, samples);
+    return;
+  }
+  if (A.captureRate !== 8000) return; // a G.711 call on an Opus capture: not produced by the relay
   const pt = c.codec === "pcma" ? PT_PCMA : PT_PCMU;
   S.ws.send(buildAudioFrame(pt, c.id, c.ts, encodeG711(pt, samples)));
-  c.ts = (c.ts + FRAME_SAMPLES) >>> 0;
+  c.ts = (c.ts + samples.length) >>> 0;
   S.sentFrames++;
 }
 
+// Opus through WebCodecs: one AudioEncoder and one AudioDecoder per call, 20 ms packets, RTP-style
+// timestamps in 48 kHz ticks (RFC 7587), so frame n carries ts + 960·n.
+
+function encodeOpus(c, samples) {
+  if (!c.encoder || c.encoder.state === "closed") {
+    c.encoder = new AudioEncoder({
+      output: (chunk) => {
+        const data = new Uint8Array(chunk.byteLength);
+        chunk.copyTo(data);
+        if (!isLive(c) || !S.ws || S.ws.readyState !== WebSocket.OPEN || S.opusPt === null) return;
+        // chunk.timestamp is in µs from the call's first sample: 48 ticks per ms.
+        const ts = (c.ts + Math.round((chunk.timestamp * 48) / 1000)) >>> 0;
+        S.ws.send(buildAudioFrame(S.opusPt, c.id, ts, data));
+        S.sentFrames++;
+      },
+      error: (e) => setError({ code: "opus_encoder", reason: String(e && e.message ? e.message : e) }),
+    });
+    c.encoder.configure(OPUS_ENCODER_CONFIG);
+    c.encodedSamples = 0;
+  }
+  const data = new AudioData({
+    format: "f32",
+    sampleRate: 48000,
+    numberOfFrames: samples.length,
+    numberOfChannels: 1,
+    timestamp: Math.round((c.encodedSamples * 1e6) / 48000),
+    data: samples,
+  });
+  c.encodedSamples += samples.length;
+  c.encoder.encode(data);
+  data.close();
+}
+
+function decodeOpus(c, payload) {
+  if (!c.decoder || c.decoder.state === "closed") {
+    c.decoder = new AudioDecoder({
+      output: (audio) => {
+        const n = audio.numberOfFrames;
+        const pcm = new Float32Array(n);
+        audio.copyTo(pcm, { planeIndex: 0, format: "f32-planar" });
+        audio.close();
+        if (S.current !== c.id || !audioFlows(c) || !A.playout) return;
+        A.playout.port.postMessage(pcm, [pcm.buffer]);
+      },
+      // A bad packet closes the decoder; the next packet opens a new one.
+      error: () => {},
+    });
+    c.decoder.configure(OPUS_CONFIG);
+    c.decodedPackets = 0;
+  }
+  c.decoder.decode(new EncodedAudioChunk({ type: "key", timestamp: c.decodedPackets * 20000, data: payload }));
+  c.decodedPackets++;
+}
+
+function closeCoders(c) {
+  for (const k of ["encoder", "decoder"]) {
+    if (c[k] && c[k].state !== "closed") c[k].close();
+    c[k] = null;
+  }
+}
+
 function onBinary(data) {
-  const f = parseAudioFrame(data);
+  const f = parseAudioFrame(data, S.opusPt);
   if (!f) return;
   S.receivedFrames++;
   const c = S.calls.get(f.call);
   if (!c || S.current !== f.call || !audioFlows(c) || !A.playout) return;
+  if (f.pt === S.opusPt) {
+    if (f.payload.length) decodeOpus(c, f.payload);
+    return;
+  }
+  if (S.netRate !== 8000) return;
   const pcm = decodeG711(f.pt, f.payload);
   A.playout.port.postMessage(pcm, [pcm.buffer]);
 }
 
 function onPlayed(msg) {
   if (!msg || !(msg.played instanceof Float32Array)) return;
+  if (msg.rate && msg.rate !== A.recordRate) {
+    A.recordRate = msg.rate;
+    A.record = new Float32Array(msg.rate * RECORD_SECONDS);
+    A.recordPos = 0;
+    A.recordFilled = 0;
+  }
   A.queued = msg.queued;
   A.underruns = msg.underruns;
   A.dropped = msg.dropped;
@@ -686,9 +805,9 @@ function onPlayed(msg) {
   A.recordFilled = Math.min(rec.length, A.recordFilled + msg.played.length);
 }
 
-/** The last `seconds` of played 8 kHz audio (only while a call's audio flowed). */
+/** The last `seconds` of played audio at `A.recordRate` (only while a call's audio flowed). */
 function recorded(seconds = RECORD_SECONDS) {
-  const n = Math.min(A.recordFilled, Math.floor(seconds * NET_RATE));
+  const n = Math.min(A.recordFilled, Math.floor(seconds * A.recordRate));
   const out = new Float32Array(n);
   const rec = A.record;
   const start = (A.recordPos - n + rec.length) % rec.length;
@@ -798,6 +917,7 @@ function renderCalls() {
           { class: "who" },
           el("strong", {}, c.peer || "unknown"),
           el("span", { class: "cstate" }, callStateText(c)),
+          isLive(c) && c.state !== "calling" ? el("span", { class: "codec", title: "codec on this call" }, codecLabel(c.codec)) : "",
           dtmf,
         ),
         el("span", { class: "dur", "data-dur": String(c.id) }, dur),
@@ -806,6 +926,11 @@ function renderCalls() {
     }),
   );
   $("calls-empty").hidden = calls.length > 0;
+}
+
+/** How the call panel names a codec. */
+function codecLabel(codec) {
+  return { opus: "Opus", pcmu: "G.711 µ-law", pcma: "G.711 A-law" }[codec] ?? String(codec ?? "");
 }
 
 let lastState = null;
@@ -918,6 +1043,9 @@ if (typeof window !== "undefined" && typeof document !== "undefined") {
     calls: () => [...S.calls.values()].map(callView),
     lastError: () => S.lastError,
     received: (seconds) => recorded(seconds),
+    receivedRate: () => A.recordRate,
+    codecs: () => S.codecs.slice(),
+    opusAvailable: () => OPUS_AVAILABLE,
     sentFrames: () => S.sentFrames,
     receivedFrames: () => S.receivedFrames,
     dial: (target) => actions.dial(target),

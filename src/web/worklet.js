@@ -1,15 +1,22 @@
 // skybridge softphone: audio worklet processors (loaded with audioWorklet.addModule).
 //
-//   mic ──► sb-capture: context rate ──low-pass + resample──► 8 kHz ──► 160-sample frames ──► main
-//   main ──► 8 kHz frames ──► sb-playout: jitter buffer ──► resample ──► context rate ──► speakers
+//   mic ──► sb-capture: context rate ──low-pass + resample──► net rate ──► 20 ms frames ──► main
+//   main ──► net-rate frames ──► sb-playout: jitter buffer ──► resample ──► context rate ──► speakers
 //
+// The net rate is 8 kHz for G.711 (160-sample frames) and 48 kHz for Opus (960-sample frames,
+// encoded and decoded by WebCodecs on the main thread); `processorOptions.rate` sets it, and
+// the playout also takes a `{rate}` message (it exists before the codec is agreed).
 // Both directions use the same band-limited resampler: a Blackman-windowed sinc evaluated at the
-// fractional input position (from a table with linear interpolation), cut off at 3.6 kHz so that
-// nothing above the 4 kHz Nyquist limit of G.711 aliases into the call.
+// fractional input position (from a table with linear interpolation), cut off at 3.6 kHz for
+// 8 kHz so that nothing above the 4 kHz Nyquist limit of G.711 aliases into the call (20 kHz
+// for 48 kHz).
 
-const NET_RATE = 8000;
-const FRAME = 160; // 20 ms at 8 kHz
-const CUTOFF_HZ = 3600;
+const DEFAULT_RATE = 8000;
+
+/** Low-pass cut-off for a net rate. */
+function cutoffFor(rate) {
+  return rate <= 8000 ? 3600 : Math.min(20000, rate * 0.45);
+}
 
 /** Streaming windowed-sinc resampler from `inRate` to `outRate`. */
 class Resampler {
@@ -79,16 +86,18 @@ function blackman(r) {
 
 /** Microphone → 8 kHz frames of 160 Float32 samples posted to the main thread. */
 class CaptureProcessor extends AudioWorkletProcessor {
-  constructor() {
+  constructor(options) {
     super();
-    this.rs = new Resampler(sampleRate, NET_RATE, CUTOFF_HZ);
-    this.frame = new Float32Array(FRAME);
+    const rate = options?.processorOptions?.rate ?? DEFAULT_RATE;
+    const frame = rate / 50; // 20 ms
+    this.rs = new Resampler(sampleRate, rate, cutoffFor(rate));
+    this.frame = new Float32Array(frame);
     this.fill = 0;
     this.emit = (s) => {
       this.frame[this.fill++] = s;
-      if (this.fill === FRAME) {
+      if (this.fill === frame) {
         this.port.postMessage(this.frame, [this.frame.buffer]);
-        this.frame = new Float32Array(FRAME);
+        this.frame = new Float32Array(frame);
         this.fill = 0;
       }
     };
@@ -112,40 +121,51 @@ class CaptureProcessor extends AudioWorkletProcessor {
 }
 
 /**
- * 8 kHz frames from the main thread → jitter buffer → context rate.
+ * Net-rate frames from the main thread → jitter buffer → context rate.
  *
  * The buffer primes to `target` samples before playing, drops the oldest audio when more than
  * `max` samples are queued, and plays silence on underrun (then primes again). Every ~20 ms it
- * posts the 8 kHz samples it actually consumed, so the page can meter and record what was played.
+ * posts the net-rate samples it actually consumed, so the page can meter and record what was
+ * played.
  */
 class PlayoutProcessor extends AudioWorkletProcessor {
-  constructor() {
+  constructor(options) {
     super();
-    this.target = NET_RATE * 0.06; // 60 ms
-    this.max = NET_RATE * 0.2; // 200 ms
-    this.queue = new Float32Array(NET_RATE); // 1 s ring
-    this.head = 0;
-    this.count = 0;
-    this.priming = true;
     this.underruns = 0;
     this.dropped = 0;
-    this.rs = new Resampler(NET_RATE, sampleRate, CUTOFF_HZ);
     this.out = new Float32Array(1024);
     this.outLen = 0;
-    this.played = new Float32Array(FRAME);
-    this.playedLen = 0;
-    this.chunk = new Float32Array(16); // 2 ms of 8 kHz per resampler feed
     this.emit = (s) => {
       if (this.outLen === this.out.length) return;
       this.out[this.outLen++] = s;
     };
+    this.setRate(options?.processorOptions?.rate ?? DEFAULT_RATE);
     this.port.onmessage = (e) => this.onMessage(e.data);
+  }
+
+  setRate(rate) {
+    this.rate = rate;
+    this.target = rate * 0.06; // 60 ms
+    this.max = rate * 0.2; // 200 ms
+    this.queue = new Float32Array(rate); // 1 s ring
+    this.head = 0;
+    this.count = 0;
+    this.priming = true;
+    this.rs = new Resampler(rate, sampleRate, cutoffFor(rate));
+    this.frame = rate / 50;
+    this.played = new Float32Array(this.frame);
+    this.playedLen = 0;
+    this.chunk = new Float32Array(rate / 500); // 2 ms per resampler feed
   }
 
   onMessage(msg) {
     if (msg === "flush") {
       this.count = 0;
       this.priming = true;
+      return;
+    }
+    if (msg && typeof msg.rate === "number") {
+      if (msg.rate !== this.rate && msg.rate >= 8000 && msg.rate <= 48000) this.setRate(msg.rate);
       return;
     }
     if (!(msg instanceof Float32Array)) return;
@@ -182,12 +202,12 @@ class PlayoutProcessor extends AudioWorkletProcessor {
         c[i] = 0;
       }
       this.played[this.playedLen++] = c[i];
-      if (this.playedLen === FRAME) {
+      if (this.playedLen === this.frame) {
         this.port.postMessage(
-          { played: this.played, queued: this.count, underruns: this.underruns, dropped: this.dropped },
+          { played: this.played, rate: this.rate, queued: this.count, underruns: this.underruns, dropped: this.dropped },
           [this.played.buffer],
         );
-        this.played = new Float32Array(FRAME);
+        this.played = new Float32Array(this.frame);
         this.playedLen = 0;
       }
     }

@@ -28,7 +28,7 @@
 //! A plain HTTP GET (the softphone page) is the driver's to serve: check the request head with
 //! [`skybridge_codecs::websocket::parse_http_request_head`] before handing the bytes here.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -77,7 +77,8 @@ pub struct WsSessionConfig {
     pub max_output_bytes: usize,
     /// Events queued above which inbound processing pauses (input stays in the buffer).
     pub max_pending_events: usize,
-    /// Codec names announced in `welcome`.
+    /// Codec names the server speaks on this transport (`pcmu`, `pcma`, `opus`). `welcome`
+    /// announces the G.711 ones always and the others only when `hello.codecs` offered them.
     pub codecs: Vec<String>,
     /// Server name announced in `welcome`.
     pub server_name: String,
@@ -104,7 +105,7 @@ impl Default for WsSessionConfig {
             dead_peer: Some(Duration::from_secs(15)),
             max_output_bytes: 256 * 1024,
             max_pending_events: 256,
-            codecs: vec!["pcmu".to_owned(), "pcma".to_owned()],
+            codecs: vec!["opus".to_owned(), "pcmu".to_owned(), "pcma".to_owned()],
             server_name: concat!("skybridge/", env!("CARGO_PKG_VERSION")).to_owned(),
         }
     }
@@ -184,6 +185,12 @@ pub enum WsEvent {
         /// G.711 bytes: a slice of the input buffer.
         payload: Bytes,
     },
+    /// An Opus frame whose payload is not a well-formed Opus packet was dropped (the
+    /// connection and the call go on).
+    AudioMalformed {
+        /// Call id the frame named.
+        call: CallId,
+    },
     /// The WebSocket is closing (peer's close, our close, or an error): end this client's calls.
     /// Emitted once, and only after a successful upgrade.
     Closed {
@@ -203,6 +210,8 @@ pub struct WsStats {
     pub messages: u64,
     /// Audio frames surfaced.
     pub audio_frames: u64,
+    /// Opus frames whose payload is not a well-formed Opus packet (dropped, the call goes on).
+    pub audio_malformed: u64,
     /// Inbound audio dropped (sent before `welcome`).
     pub audio_dropped: u64,
     /// Outbound audio dropped (output backed up or not authenticated).
@@ -238,6 +247,10 @@ pub struct WsServerSession {
     /// When input last arrived (the dead-peer clock).
     last_input: Instant,
     protocol: Option<&'static str>,
+    /// `hello.codecs`: `None` when the hello named none (a G.711-only client).
+    offered: Option<Vec<String>>,
+    /// Opus agreed in `welcome`: frames with [`signal::codec::OPUS`] are valid.
+    opus: bool,
     stats: WsStats,
 }
 
@@ -291,6 +304,8 @@ impl WsServerSession {
             next_ping: None,
             last_input: now,
             protocol: None,
+            offered: None,
+            opus: false,
             stats: WsStats::default(),
         }
     }
@@ -318,6 +333,11 @@ impl WsServerSession {
     /// The subprotocol agreed on (`skybridge.v1`), if the client offered it.
     pub fn protocol(&self) -> Option<&'static str> {
         self.protocol
+    }
+
+    /// Whether `welcome` agreed on Opus (the client offered it in `hello.codecs`).
+    pub fn opus(&self) -> bool {
+        self.opus
     }
 
     /// Consumes input from the front of `buf`. Bytes that do not yet form a whole request head
@@ -432,7 +452,7 @@ impl WsServerSession {
                 },
             },
             Message::Binary(b) => match self.phase {
-                Phase::Open => match signal::parse_audio_frame(&b) {
+                Phase::Open => match signal::parse_audio_frame_with(&b, self.opus) {
                     Ok((
                         AudioFrameHeader {
                             codec,
@@ -441,6 +461,16 @@ impl WsServerSession {
                         },
                         range,
                     )) => {
+                        if codec == signal::codec::OPUS
+                            && b.get(range.clone())
+                                .and_then(signal::opus_packet_ticks)
+                                .is_none()
+                        {
+                            // A bad packet is the client's problem, not the call's: drop it.
+                            self.stats.audio_malformed += 1;
+                            self.events.push_back(WsEvent::AudioMalformed { call });
+                            return Ok(());
+                        }
                         self.stats.audio_frames += 1;
                         self.events.push_back(WsEvent::Audio {
                             call,
@@ -464,6 +494,9 @@ impl WsServerSession {
     fn on_client_message(&mut self, msg: ClientMessage) -> Result<(), WsSessionError> {
         match (self.phase, msg) {
             (Phase::AwaitHello, msg @ ClientMessage::Hello { .. }) => {
+                if let ClientMessage::Hello { codecs, .. } = &msg {
+                    self.offered.clone_from(codecs);
+                }
                 self.phase = Phase::HelloPending;
                 self.hello_deadline = None;
                 self.stats.messages += 1;
@@ -613,10 +646,31 @@ impl WsServerSession {
             return;
         }
         self.phase = Phase::Open;
+        let offered = self.offered.take();
+        let is_g711 = |c: &str| c == "pcmu" || c == "pcma";
+        let codecs: Vec<String> = self
+            .config
+            .codecs
+            .iter()
+            .filter(|c| is_g711(c) || offered.as_ref().is_some_and(|o| o.iter().any(|x| x == *c)))
+            .cloned()
+            .collect();
+        self.opus = codecs.iter().any(|c| c == "opus");
+        // Numbers only for a client that negotiates (one that sent `codecs`); the reply to an
+        // old client stays what it was.
+        let payload_types: BTreeMap<String, u8> = if offered.is_some() {
+            codecs
+                .iter()
+                .filter_map(|c| Some((c.clone(), signal::codec::number(c)?)))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
         self.send(&ServerMessage::Welcome {
             version: signal::PROTOCOL_VERSION,
             user: user.to_owned(),
-            codecs: self.config.codecs.clone(),
+            codecs,
+            payload_types,
             server: self.config.server_name.clone(),
         });
         for msg in std::mem::take(&mut self.held) {

@@ -193,7 +193,8 @@ fn upgrade_split_across_reads_and_followed_by_a_frame() {
         h.events(),
         [WsEvent::Message(ClientMessage::Hello {
             version: 1,
-            token: None
+            token: None,
+            codecs: None,
         })]
     );
 }
@@ -308,7 +309,8 @@ fn hello_surfaces_and_authenticated_sends_welcome() {
         h.events(),
         [WsEvent::Message(ClientMessage::Hello {
             version: 1,
-            token: Some("secret".into())
+            token: Some("secret".into()),
+            codecs: None,
         })]
     );
     assert!(!h.s.is_authenticated());
@@ -631,6 +633,87 @@ fn invalid_audio_frames_close_1003() {
         assert!(matches!(h.feed(&bad), Err(WsSessionError::Signal(_))));
         assert_eq!(h.close_frame().0, 1003);
     }
+}
+
+fn with_opus() -> Harness {
+    let mut h = Harness::upgraded();
+    h.feed(&text(
+        r#"{"type":"hello","version":1,"codecs":["opus","pcmu","speex"]}"#,
+    ))
+    .unwrap();
+    h.events();
+    h.s.authenticated("alice");
+    h.drain();
+    let welcome = &h.texts()[0];
+    assert_eq!(
+        welcome["codecs"],
+        serde_json::json!(["opus", "pcmu", "pcma"]),
+        "what the client offered and we do, G.711 always"
+    );
+    assert_eq!(
+        welcome["payload_types"],
+        serde_json::json!({"opus": 111, "pcmu": 0, "pcma": 8})
+    );
+    assert!(h.s.opus());
+    h
+}
+
+#[test]
+fn a_hello_offering_opus_gets_its_number_in_welcome_and_opus_frames_surface() {
+    let mut h = with_opus();
+    // A 20 ms CELT packet (config 31, code 0).
+    h.feed(&audio(2, 111, 960, &[0xF8, 0xFF, 0xFE])).unwrap();
+    assert!(matches!(
+        h.events().as_slice(),
+        [WsEvent::Audio { call: 2, codec: 111, timestamp: 960, payload }] if payload.len() == 3
+    ));
+}
+
+#[test]
+fn a_client_that_offers_codecs_without_opus_gets_g711_numbers_only() {
+    let mut h = Harness::upgraded();
+    h.feed(&text(r#"{"type":"hello","version":1,"codecs":["pcma"]}"#))
+        .unwrap();
+    h.events();
+    h.s.authenticated("alice");
+    h.drain();
+    let welcome = &h.texts()[0];
+    assert_eq!(welcome["codecs"], serde_json::json!(["pcmu", "pcma"]));
+    assert_eq!(
+        welcome["payload_types"],
+        serde_json::json!({"pcmu": 0, "pcma": 8})
+    );
+    assert!(!h.s.opus());
+    assert!(matches!(
+        h.feed(&audio(2, 111, 960, &[0xF8, 0xFF])),
+        Err(WsSessionError::Signal(SignalError::AudioCodec))
+    ));
+    assert_eq!(h.close_frame().0, 1003);
+}
+
+#[test]
+fn opus_frames_on_a_g711_connection_close_1003() {
+    let mut h = Harness::authenticated();
+    assert!(!h.s.opus());
+    assert!(h.feed(&audio(2, 111, 960, &[0xF8, 0xFF])).is_err());
+    assert_eq!(h.close_frame().0, 1003);
+}
+
+#[test]
+fn a_malformed_opus_packet_is_dropped_and_counted_and_the_connection_stays_open() {
+    let mut h = with_opus();
+    for bad in [&[][..], &[0xFB, 0x00][..], &[0xF9, 1, 2, 3][..]] {
+        h.feed(&audio(2, 111, 960, bad)).unwrap();
+    }
+    assert_eq!(
+        h.events(),
+        vec![WsEvent::AudioMalformed { call: 2 }; 3],
+        "dropped, and the driver is told which call"
+    );
+    assert_eq!(h.s.stats().audio_malformed, 3);
+    assert!(!h.s.is_closing());
+    h.feed(&audio(2, 111, 1920, &[0xF8, 0xFF])).unwrap();
+    assert_eq!(h.events().len(), 1, "the next good frame flows");
 }
 
 #[test]

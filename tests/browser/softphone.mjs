@@ -252,6 +252,11 @@ async function main() {
       summary.png = o.png;
     }
     const received = Float32Array.from(await hook((s) => Array.from(window.__skybridge.received(s)), Number(o.seconds)));
+    // What the page played, at its net rate: 8 kHz for G.711, 48 kHz for Opus.
+    const rate = (await hook(() => window.__skybridge.receivedRate?.())) || 8000;
+    summary.codec = during.codec;
+    summary.codecs = await hook(() => window.__skybridge.codecs?.() ?? []);
+    summary.opusAvailable = await hook(() => window.__skybridge.opusAvailable?.() ?? false);
     summary.sentFrames = await hook(() => window.__skybridge.sentFrames());
     summary.receivedFrames = await hook(() => window.__skybridge.receivedFrames());
     summary.audio = await hook(() => window.__skybridge.audio());
@@ -266,14 +271,15 @@ async function main() {
     summary.events = (await hook(() => window.__skybridge.events())).filter((e) => e.type !== "ping" && e.type !== "pong");
     summary.lastError = await hook(() => window.__skybridge.lastError());
 
-    summary.receivedSeconds = received.length / 8000;
+    summary.receivedRate = rate;
+    summary.receivedSeconds = received.length / rate;
     summary.receivedDbfs = rmsDbfs(received);
     const tone = Number(o["expect-tone"] || o.tone);
     // Skip the first half second (jitter buffer priming, the far end starting up).
-    summary.tone = { hz: tone, ratio: Math.round(toneRatio(received.subarray(4000), 8000, tone) * 1000) / 1000 };
+    summary.tone = { hz: tone, ratio: Math.round(toneRatio(received.subarray(rate / 2), rate, tone) * 1000) / 1000 };
     if (o.wav) {
       mkdirSync(path.dirname(path.resolve(o.wav)), { recursive: true });
-      writeFileSync(o.wav, wav(received, 8000));
+      writeFileSync(o.wav, wav(received, rate));
       summary.wav = o.wav;
     }
 

@@ -1,8 +1,11 @@
 //! A scripted WebSocket client of skybridge's protocol v1 (README, "WebSocket protocol"):
 //! tungstenite over a blocking std `TcpStream`, polled with a short read timeout so that one
-//! thread can send 20 ms G.711 frames on time while collecting what the server sends.
+//! thread can send 20 ms G.711 frames on time while collecting what the server sends. With
+//! Opus negotiated ([`WsClient::signed_in_with`]) it sends and decodes Opus in-process
+//! (`skybridge_codecs::opus`, 48 kHz, 20 ms), like a browser with WebCodecs would.
 
 use super::audio::ulaw_to_linear;
+use skybridge_codecs::opus::{OpusDecoder, OpusEncoder};
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream};
@@ -36,14 +39,29 @@ pub fn linear_to_ulaw(sample: i16) -> u8 {
     !(sign | (exponent << 4) | mantissa) as u8
 }
 
-/// A tone being sent as 20 ms µ-law frames on one call.
-#[derive(Debug)]
+/// The `codec` byte skybridge announces for Opus in `welcome.payload_types`.
+pub const OPUS: u8 = 111;
+/// One 20 ms Opus frame at 48 kHz.
+pub const OPUS_FRAME_SAMPLES: usize = 960;
+
+/// A tone being sent as 20 ms frames (µ-law, or Opus when `opus` is set) on one call.
 struct ToneTx {
     call: u16,
     freq: f64,
     sample: u64,
     timestamp: u32,
     next: Instant,
+    opus: Option<(u8, OpusEncoder)>,
+}
+
+impl std::fmt::Debug for ToneTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToneTx")
+            .field("call", &self.call)
+            .field("freq", &self.freq)
+            .field("opus", &self.opus.as_ref().map(|(pt, _)| *pt))
+            .finish()
+    }
 }
 
 /// A connected (upgraded) client. Everything the server sends is recorded: JSON messages in
@@ -54,6 +72,10 @@ pub struct WsClient {
     messages: Vec<(serde_json::Value, bool)>,
     /// Received µ-law/A-law payload bytes per call id, concatenated.
     pub audio: HashMap<u16, Vec<u8>>,
+    /// Received Opus packets per call id (frames whose `codec` byte was [`OPUS`]).
+    pub opus: HashMap<u16, Vec<Vec<u8>>>,
+    /// `codec` byte of every audio frame received, counted.
+    pub codecs_received: HashMap<u8, usize>,
     /// Audio frames received (all calls).
     pub audio_frames: usize,
     /// Audio frames sent.
@@ -110,6 +132,8 @@ impl WsClient {
             ws,
             messages: Vec::new(),
             audio: HashMap::new(),
+            opus: HashMap::new(),
+            codecs_received: HashMap::new(),
             audio_frames: 0,
             frames_sent: 0,
             closed: None,
@@ -125,11 +149,24 @@ impl WsClient {
         label: &str,
         token: Option<&str>,
     ) -> Result<(WsClient, serde_json::Value), String> {
+        WsClient::signed_in_with(addr, label, token, None)
+    }
+
+    /// Like [`WsClient::signed_in`], offering `codecs` in `hello` (e.g. `["opus", "pcmu"]`).
+    pub fn signed_in_with(
+        addr: SocketAddr,
+        label: &str,
+        token: Option<&str>,
+        codecs: Option<&[&str]>,
+    ) -> Result<(WsClient, serde_json::Value), String> {
         let mut c = WsClient::connect(addr, label)?;
-        let hello = match token {
-            Some(t) => serde_json::json!({"type": "hello", "version": 1, "token": t}),
-            None => serde_json::json!({"type": "hello", "version": 1}),
-        };
+        let mut hello = serde_json::json!({"type": "hello", "version": 1});
+        if let Some(t) = token {
+            hello["token"] = serde_json::json!(t);
+        }
+        if let Some(list) = codecs {
+            hello["codecs"] = serde_json::json!(list);
+        }
         c.send_json(&hello);
         match c.wait_for("welcome", Duration::from_secs(5)) {
             Some(w) => Ok((c, w)),
@@ -157,7 +194,32 @@ impl WsClient {
             sample: 0,
             timestamp: 0x1234_0000,
             next: Instant::now(),
+            opus: None,
         });
+    }
+
+    /// Starts sending a `freq` tone on `call` as Opus: one 20 ms packet of 48 kHz audio
+    /// (24 kbit/s) every 20 ms with `codec` byte `pt`, timestamps +960.
+    pub fn start_tone_opus(&mut self, call: u16, freq: f64, pt: u8) {
+        self.tone = Some(ToneTx {
+            call,
+            freq,
+            sample: 0,
+            timestamp: 0x5678_0000,
+            next: Instant::now(),
+            opus: Some((pt, OpusEncoder::new(48_000, 24_000).expect("Opus encoder"))),
+        });
+    }
+
+    /// Sends one audio frame as given (for malformed payloads).
+    pub fn send_audio(&mut self, call: u16, codec: u8, timestamp: u32, payload: &[u8]) {
+        let mut frame = vec![1u8, codec];
+        frame.extend_from_slice(&call.to_be_bytes());
+        frame.extend_from_slice(&timestamp.to_be_bytes());
+        frame.extend_from_slice(payload);
+        if self.ws.send(Message::binary(frame)).is_err() {
+            self.dead = true;
+        }
     }
 
     pub fn stop_tone(&mut self) {
@@ -171,6 +233,26 @@ impl WsClient {
         let now = Instant::now();
         let mut frames = Vec::new();
         while t.next <= now {
+            if let Some((pt, enc)) = t.opus.as_mut() {
+                let pcm: Vec<i16> = (0..OPUS_FRAME_SAMPLES as u64)
+                    .map(|i| {
+                        let x =
+                            2.0 * std::f64::consts::PI * t.freq * (t.sample + i) as f64 / 48_000.0;
+                        (x.sin() * 0.5 * 32767.0) as i16
+                    })
+                    .collect();
+                let mut packet = [0u8; 1275];
+                let n = enc.encode(&pcm, &mut packet).expect("one 20 ms Opus frame");
+                let mut frame = vec![1u8, *pt];
+                frame.extend_from_slice(&t.call.to_be_bytes());
+                frame.extend_from_slice(&t.timestamp.to_be_bytes());
+                frame.extend_from_slice(&packet[..n]);
+                t.sample += OPUS_FRAME_SAMPLES as u64;
+                t.timestamp = t.timestamp.wrapping_add(OPUS_FRAME_SAMPLES as u32);
+                t.next += Duration::from_millis(20);
+                frames.push(frame);
+                continue;
+            }
             let mut frame = Vec::with_capacity(8 + FRAME_SAMPLES);
             frame.push(1u8); // version
             frame.push(0u8); // PCMU
@@ -211,10 +293,15 @@ impl WsClient {
             Ok(Message::Binary(b)) => {
                 if b.len() >= 8 && b[0] == 1 {
                     let call = u16::from_be_bytes([b[2], b[3]]);
-                    self.audio
-                        .entry(call)
-                        .or_default()
-                        .extend_from_slice(&b[8..]);
+                    *self.codecs_received.entry(b[1]).or_default() += 1;
+                    if b[1] == OPUS {
+                        self.opus.entry(call).or_default().push(b[8..].to_vec());
+                    } else {
+                        self.audio
+                            .entry(call)
+                            .or_default()
+                            .extend_from_slice(&b[8..]);
+                    }
                     self.audio_frames += 1;
                 }
             }
@@ -279,6 +366,19 @@ impl WsClient {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Received Opus audio of `call` decoded to normalised samples at 8 kHz.
+    pub fn decoded_opus(&self, call: u16) -> Vec<f64> {
+        let mut dec = OpusDecoder::new(8000).expect("Opus decoder");
+        let mut out = Vec::new();
+        let mut buf = [0i16; 960];
+        for p in self.opus.get(&call).map(Vec::as_slice).unwrap_or_default() {
+            if let Ok(n) = dec.decode(Some(p), &mut buf) {
+                out.extend(buf[..n].iter().map(|&s| f64::from(s) / 32768.0));
+            }
+        }
+        out
     }
 
     /// Sends a close frame (1000) and gives the server a moment to answer.
