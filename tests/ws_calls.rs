@@ -763,6 +763,14 @@ fn a_g711_ws_client_reaches_an_opus_only_phone_through_the_transcoder() {
     bob.expect_event("CALL_ESTABLISHED", 5 * SEC);
     c.start_tone(id, 1000.0);
     c.pump(4 * SEC);
+    // The call's stats name both legs' codecs and say it transcodes.
+    c.send_json(&json!({"type": "stats", "call": id}));
+    let stats = expect(&mut c, "stats", 5 * SEC, &ctx);
+    assert_eq!(
+        (&stats["codec"], &stats["sip_codec"], &stats["transcoding"]),
+        (&json!("pcmu"), &json!("opus"), &json!(true)),
+        "{stats}"
+    );
     c.stop_tone();
     c.send_json(&json!({"type": "hangup", "call": id}));
     expect(&mut c, "hangup", 5 * SEC, &ctx);

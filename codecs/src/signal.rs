@@ -268,6 +268,15 @@ pub enum ServerMessage {
         jitter_ms: u32,
         /// Call duration in milliseconds.
         duration_ms: u64,
+        /// Codec on this client's leg (once answered).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        codec: Option<String>,
+        /// Codec on the SIP leg (once answered).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sip_codec: Option<String>,
+        /// Whether the call converts between the two (once answered).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transcoding: Option<bool>,
     },
     /// Answer to `ping`.
     Pong,

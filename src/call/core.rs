@@ -38,8 +38,11 @@ pub enum ClientCommand {
     Ringing {
         code: u16,
     },
+    /// The call is up: `codec` is what this client's leg carries, `sip` the SIP leg's codec
+    /// (they differ when the call transcodes).
     Answered {
         codec: Codec,
+        sip: Codec,
     },
     Audio(MediaFrame),
     Dtmf(char),
@@ -338,7 +341,10 @@ impl CallCore {
         self.last_rtp_at = Some(now);
         if let Some(codec) = self.codec() {
             self.outputs
-                .push_back(Output::Client(ClientCommand::Answered { codec }));
+                .push_back(Output::Client(ClientCommand::Answered {
+                    codec,
+                    sip: codec,
+                }));
         }
     }
 
@@ -574,7 +580,10 @@ impl CallCore {
         self.last_rtp_at = Some(now);
         if let Some(codec) = self.codec() {
             self.outputs
-                .push_back(Output::Client(ClientCommand::Answered { codec }));
+                .push_back(Output::Client(ClientCommand::Answered {
+                    codec,
+                    sip: codec,
+                }));
         }
     }
 
@@ -1707,7 +1716,10 @@ mod inbound_and_hold_tests {
         assert_eq!(a.formats, vec![0, 101]);
         assert!(outs.iter().any(|o| matches!(
             o,
-            Output::Client(ClientCommand::Answered { codec: Codec::Pcmu })
+            Output::Client(ClientCommand::Answered {
+                codec: Codec::Pcmu,
+                sip: Codec::Pcmu
+            })
         )));
         assert_eq!(core.state(), State::Answered);
     }

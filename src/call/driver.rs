@@ -917,12 +917,13 @@ impl CallTask {
             seen.push(sink);
             match &cmd {
                 // Each client is told the codec it gets.
-                ClientCommand::Answered { codec } => {
+                ClientCommand::Answered { sip, .. } => {
                     let _ = sink.control.send(ToClient {
                         leg: *leg,
                         call: self.me.clone(),
                         cmd: ClientCommand::Answered {
-                            codec: sink.caps.choose(*codec),
+                            codec: sink.caps.choose(*sip),
+                            sip: *sip,
                         },
                     });
                 }
@@ -1046,7 +1047,10 @@ fn replay_state(core: &CallCore, leg: LegId, call: &CallRef, sink: &ClientSink) 
     let cmd = match core.state() {
         super::State::Early => ClientCommand::Ringing { code: 180 },
         super::State::Answered => match core.codec() {
-            Some(codec) => ClientCommand::Answered { codec },
+            Some(sip) => ClientCommand::Answered {
+                codec: sink.caps.choose(sip),
+                sip,
+            },
             None => return,
         },
         _ => return,

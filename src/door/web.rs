@@ -158,6 +158,8 @@ struct WsCall {
     frames_out: u64,
     dropped: u64,
     started: Instant,
+    /// (client leg, SIP leg) codecs once answered.
+    codecs: Option<(Codec, Codec)>,
 }
 
 struct WsConnection {
@@ -498,6 +500,9 @@ impl WsConnection {
                             dropped: c.dropped,
                             jitter_ms: 0,
                             duration_ms: c.started.elapsed().as_millis() as u64,
+                            codec: c.codecs.map(|(client, _)| codec_name(client).into()),
+                            sip_codec: c.codecs.map(|(_, sip)| codec_name(sip).into()),
+                            transcoding: c.codecs.map(|(client, sip)| client != sip),
                         });
                     }
                 }
@@ -532,6 +537,7 @@ impl WsConnection {
                 frames_out: 0,
                 dropped: 0,
                 started: Instant::now(),
+                codecs: None,
             },
         );
     }
@@ -585,9 +591,10 @@ impl WsConnection {
         };
         let out = match cmd {
             ClientCommand::Ringing { code } => ServerMessage::Ringing { call: id, code },
-            ClientCommand::Answered { codec } => {
+            ClientCommand::Answered { codec, sip } => {
                 if let Some(c) = self.calls.get_mut(&id) {
                     c.started = Instant::now();
+                    c.codecs = Some((codec, sip));
                 }
                 ServerMessage::Answered {
                     call: id,
