@@ -5,7 +5,11 @@
 # (cargo) and playwright-core (npm, into tests/browser/node_modules; it never downloads a
 # browser: the tests drive Debian's /usr/bin/chromium).
 # Idempotent: a machine that has everything is left untouched (no apt-get update).
+# `--build-only`: just what building skybridge needs (the libraries it links), for
+# scripts/run.sh.
 set -euo pipefail
+BUILD_ONLY=0
+[ "${1:-}" = "--build-only" ] && BUILD_ONLY=1
 
 log() { printf '[install-deps] %s\n' "$*"; }
 die() { printf '[install-deps] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -19,6 +23,9 @@ PKGS=(ffmpeg:ffmpeg baresip:baresip kamailio:kamailio sip-tester:sipp sox:sox ch
       gstreamer1.0-tools:gst-launch-1.0 gstreamer1.0-plugins-base:gstreamer1.0-plugins-base
       gstreamer1.0-plugins-good:gstreamer1.0-plugins-good socat:socat
       libopus-dev:libopus-dev libspeex-dev:libspeex-dev pkg-config:pkg-config)
+if [ "$BUILD_ONLY" = 1 ]; then
+    PKGS=(libopus-dev:libopus-dev libspeex-dev:libspeex-dev pkg-config:pkg-config)
+fi
 
 missing=()
 for pair in "${PKGS[@]}"; do
@@ -42,8 +49,9 @@ if ((${#missing[@]})); then
     $SUDO env DEBIAN_FRONTEND=noninteractive \
         apt-get install -y --no-install-recommends "${missing[@]}"
 else
-    log "system packages present: ffmpeg baresip kamailio sipp sox chromium node npm gstreamer socat libopus libspeex pkg-config"
+    log "system packages present: ${PKGS[*]%%:*}"
 fi
+[ "$BUILD_ONLY" = 1 ] && exit 0
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [ -d "$ROOT/tests/browser/node_modules/playwright-core" ]; then
