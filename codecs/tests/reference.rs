@@ -620,3 +620,37 @@ fn opus_we_encode_decodes_in_ffmpeg_and_ours() {
         12.0,
     );
 }
+
+/// A relay's decoder joins a publisher's stream wherever the call starts. Speex is
+/// predictive: a decoder that joins a *stationary tone* mid-stream can lock onto a wrong pitch
+/// for seconds (seen here: 533 Hz from the second tag of ffmpeg's pure 1 kHz), so the relay
+/// relies on joining before the caller speaks. Joining anywhere in a stretch of silence, the
+/// decoder must then follow the tone that starts after it.
+#[test]
+fn speex_wideband_joined_during_silence_decodes_the_tone_that_follows() {
+    let dir = Scratch::new("speexwb-join");
+    let mut src = vec![0i16; 8000]; // 0.5 s of silence (25 tags)
+    src.extend(tone::sine(TONE_HZ, TONE_AMP, 16000, 40000));
+    let flv = dir.path("speex.flv");
+    ffmpeg_encode(&dir, &src, 16000, &["-c:a", "libspeex", "-f", "flv"], &flv);
+    let tags = flv_audio_tags(&std::fs::read(&flv).unwrap());
+    let mut buf = vec![0i16; 320 * speex::MAX_FRAMES_PER_PACKET];
+    for start in 0..24 {
+        let mut dec = SpeexDecoder::new(speex::FLV_MODE).unwrap();
+        let mut ours = Vec::new();
+        for (_, payload) in &tags[start..] {
+            let n = dec.decode(Some(payload), &mut buf).unwrap();
+            ours.extend_from_slice(&buf[..n]);
+        }
+        // The tone starts 8000 − 320 × start samples into what this decoder produced.
+        let onset = 8000 - 320 * start;
+        assert!(ours.len() >= onset + 30000, "{} samples", ours.len());
+        assert_tone(
+            &format!("speex wb joined at tag {start}"),
+            &ours[onset + 4000..onset + 30000],
+            16000,
+            -1.0..1.0,
+            30.0,
+        );
+    }
+}

@@ -16,6 +16,9 @@ pub struct Publisher {
     pub rate: u32,
     /// Channels (`-ac`), 1 by default.
     pub channels: u32,
+    /// Seconds of silence before the tone (0 by default): a caller who starts speaking once
+    /// the call is up.
+    pub silence_before: f64,
 }
 
 impl Publisher {
@@ -27,6 +30,7 @@ impl Publisher {
             codec: "pcm_mulaw".into(),
             rate: 8000,
             channels: 1,
+            silence_before: 0.0,
         }
     }
 
@@ -35,7 +39,17 @@ impl Publisher {
         let mut cmd = Command::new("ffmpeg");
         cmd.args(["-hide_banner", "-nostdin", "-loglevel", "info", "-re"])
             .args(["-f", "lavfi", "-i"])
-            .arg(format!("sine=f={}:d={}", self.freq, self.secs))
+            .arg(if self.silence_before > 0.0 {
+                // Same level as lavfi's `sine` (1/8 of full scale).
+                format!(
+                    "aevalsrc=exprs='if(gte(t,{s}),0.125*sin(2*PI*{f}*t),0)':d={d}",
+                    s = self.silence_before,
+                    f = self.freq,
+                    d = self.silence_before + self.secs
+                )
+            } else {
+                format!("sine=f={}:d={}", self.freq, self.secs)
+            })
             .args(["-c:a", &self.codec])
             .args(["-ar", &self.rate.to_string()])
             .args(["-ac", &self.channels.to_string()])
