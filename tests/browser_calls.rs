@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::audio::{read_wav, write_tone_wav};
-use common::baresip::{Answer, Baresip, BaresipOpts};
+use common::audio::read_wav;
+use common::baresip::{Baresip, BaresipOpts};
 use common::procs::{wait_until, Child, TestDir};
 use common::rtmp_client::RtmpClient;
 use common::scenario::{anonymous, assert_tone_samples, dialplan, serial, user_block};
@@ -45,17 +45,12 @@ fn softphone(dir: &Path, name: &str, args: &[String]) -> Child {
 }
 
 fn baresip_playing_440(dir: &TestDir, user: &str) -> Baresip {
-    let tone = dir.path().join("tone440.wav");
-    write_tone_wav(&tone, 440.0, 30.0, 8000).unwrap();
-    Baresip::start(BaresipOpts {
-        name: user.into(),
-        user: user.into(),
-        record: true,
-        answer: Answer::Auto,
-        play_wav: Some(tone),
-        dir: Some(dir.path().to_path_buf()),
-        ..Default::default()
-    })
+    Baresip::start(BaresipOpts::answering_with_tone(
+        dir.path(),
+        user,
+        440.0,
+        30.0,
+    ))
 }
 
 #[test]
@@ -295,17 +290,9 @@ fn chromium_with_opus_calls_a_pcmu_only_phone_transcoded_both_ways() {
 fn chromium_with_opus_to_an_opus_only_phone_passes_opus_through() {
     let _serial = serial();
     let dir = TestDir::new("chromium-opus-to-opus");
-    let tone = dir.path().join("tone440.wav");
-    write_tone_wav(&tone, 440.0, 30.0, 8000).unwrap();
     let mut bob = Baresip::start(BaresipOpts {
-        name: "bob".into(),
-        user: "bob".into(),
-        record: true,
-        answer: Answer::Auto,
-        play_wav: Some(tone),
         codec_modules: vec!["opus.so".into()],
-        dir: Some(dir.path().to_path_buf()),
-        ..Default::default()
+        ..BaresipOpts::answering_with_tone(dir.path(), "bob", 440.0, 30.0)
     });
     let sb = Skybridge::start(
         dir.path(),

@@ -15,8 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::audio::write_tone_wav;
-use common::baresip::{Answer, Baresip, BaresipOpts};
+use common::baresip::{Baresip, BaresipOpts};
 use common::ffmpeg::{Player, Publisher};
 use common::linkproxy::LinkProxy;
 use common::procs::{wait_until, TestDir};
@@ -30,15 +29,9 @@ const SEC: Duration = Duration::from_secs(1);
 const DEAD_PEER: u64 = 3;
 
 fn bob_phone(dir: &TestDir) -> Baresip {
-    let tone = dir.path().join("tone440.wav");
-    write_tone_wav(&tone, 440.0, 60.0, 8000).unwrap();
     Baresip::start(BaresipOpts {
-        name: "bob".into(),
-        user: "bob".into(),
-        answer: Answer::Auto,
-        play_wav: Some(tone),
-        dir: Some(dir.path().to_path_buf()),
-        ..Default::default()
+        record: false,
+        ..BaresipOpts::answering_with_tone(dir.path(), "bob", 440.0, 60.0)
     })
 }
 

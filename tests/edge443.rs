@@ -20,8 +20,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::audio::{read_wav, write_tone_wav};
-use common::baresip::{Answer, Baresip, BaresipOpts};
+use common::audio::read_wav;
+use common::baresip::{Baresip, BaresipOpts};
 use common::ffmpeg::{Player, Publisher};
 use common::procs::{free_tcp_port, free_udp_port, have_program, loopback, wait_until, TestDir};
 use common::scenario::{anonymous, assert_tone_samples, serial};
@@ -82,17 +82,12 @@ fn rtmps_wss_and_a_tls_tunnel_share_one_port_at_the_same_time() {
         "gst-launch-1.0 missing: run scripts/install-deps.sh"
     );
     let dir = TestDir::new("edge443-three-on-443");
-    let tone = dir.path().join("tone440.wav");
-    write_tone_wav(&tone, 440.0, 60.0, 8000).unwrap();
-    let mut bob = Baresip::start(BaresipOpts {
-        name: "bob".into(),
-        user: "bob".into(),
-        record: true,
-        answer: Answer::Auto,
-        play_wav: Some(tone),
-        dir: Some(dir.path().to_path_buf()),
-        ..Default::default()
-    });
+    let mut bob = Baresip::start(BaresipOpts::answering_with_tone(
+        dir.path(),
+        "bob",
+        440.0,
+        60.0,
+    ));
     make_cert(dir.path());
     let shared = loopback(free_tcp_port());
     let sb = Skybridge::start(

@@ -12,8 +12,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::audio::{read_wav, write_tone_wav};
-use common::baresip::{Answer, Baresip, BaresipOpts};
+use common::audio::read_wav;
+use common::baresip::{Baresip, BaresipOpts};
 use common::procs::{have_program, wait_until, TestDir};
 use common::scenario::{anonymous, assert_tone_samples, serial, user_block};
 use common::skybridge::{Skybridge, SkybridgeOpts};
@@ -77,17 +77,12 @@ fn new_call_at(api: SocketAddr, sb: &Skybridge, token: Option<&str>, target: &st
 }
 
 fn bob_phone(dir: &TestDir) -> Baresip {
-    let tone = dir.path().join("tone440.wav");
-    write_tone_wav(&tone, 440.0, 30.0, 8000).unwrap();
-    Baresip::start(BaresipOpts {
-        name: "bob".into(),
-        user: "bob".into(),
-        record: true,
-        answer: Answer::Auto,
-        play_wav: Some(tone),
-        dir: Some(dir.path().to_path_buf()),
-        ..Default::default()
-    })
+    Baresip::start(BaresipOpts::answering_with_tone(
+        dir.path(),
+        "bob",
+        440.0,
+        30.0,
+    ))
 }
 
 fn relay_to_bob(dir: &TestDir, bob: &Baresip, tunnel: &str) -> Skybridge {

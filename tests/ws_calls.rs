@@ -13,7 +13,7 @@ use common::scenario::{
     anonymous, assert_tone_samples, assert_tone_snr, serial, sha256_hex, MIN_SNR_DB,
 };
 
-use common::audio::{active_duration, dominant_frequency, read_wav, tone_snr_db, write_tone_wav};
+use common::audio::{active_duration, dominant_frequency, read_wav, tone_snr_db};
 use common::baresip::{Answer, Baresip, BaresipOpts, Registration};
 use common::kamailio::{Kamailio, KamailioOpts};
 use common::procs::{free_udp_port, wait_until, TestDir};
@@ -86,17 +86,9 @@ fn dial(c: &mut WsClient, target: &str, context: &dyn Fn() -> String) -> u16 {
 }
 
 fn bob_phone(dir: &TestDir, register_to: Option<Registration>) -> Baresip {
-    let tone = dir.path().join("tone440.wav");
-    write_tone_wav(&tone, 440.0, 30.0, 8000).unwrap();
     Baresip::start(BaresipOpts {
-        name: "bob".into(),
-        user: "bob".into(),
-        record: true,
-        answer: Answer::Auto,
-        play_wav: Some(tone),
         register_to,
-        dir: Some(dir.path().to_path_buf()),
-        ..Default::default()
+        ..BaresipOpts::answering_with_tone(dir.path(), "bob", 440.0, 30.0)
     })
 }
 
@@ -560,17 +552,9 @@ fn answering_a_second_call_puts_the_first_on_hold() {
 
 /// A phone playing 440 Hz that speaks only the codecs of `modules` (e.g. `opus.so`).
 fn bob_with_codecs(dir: &TestDir, modules: &[&str]) -> Baresip {
-    let tone = dir.path().join("tone440.wav");
-    write_tone_wav(&tone, 440.0, 30.0, 8000).unwrap();
     Baresip::start(BaresipOpts {
-        name: "bob".into(),
-        user: "bob".into(),
-        record: true,
-        answer: Answer::Auto,
-        play_wav: Some(tone),
         codec_modules: modules.iter().map(|m| (*m).to_owned()).collect(),
-        dir: Some(dir.path().to_path_buf()),
-        ..Default::default()
+        ..BaresipOpts::answering_with_tone(dir.path(), "bob", 440.0, 30.0)
     })
 }
 

@@ -23,7 +23,7 @@
 //!   line-buffered so its log file is current while it runs).
 //! - `hangup` rejects an incoming unanswered call (baresip answers it with 486 Busy Here).
 
-use super::audio::write_wav_s16;
+use super::audio::{write_tone_wav, write_wav_s16};
 use super::procs::{free_port_block, free_tcp_port, loopback, wait_until, Child, TestDir};
 use std::collections::VecDeque;
 use std::fs;
@@ -118,6 +118,24 @@ struct Shared {
 }
 
 type SharedState = Arc<(Mutex<Shared>, Condvar)>;
+
+impl BaresipOpts {
+    /// A phone `user` living in `dir` that auto-answers, records what it hears and plays a
+    /// `freq` Hz tone for `secs` (written to `dir/tone<freq>.wav`).
+    pub fn answering_with_tone(dir: &Path, user: &str, freq: f64, secs: f64) -> BaresipOpts {
+        let tone = dir.join(format!("tone{freq}.wav"));
+        write_tone_wav(&tone, freq, secs, 8000).expect("write the phone's tone");
+        BaresipOpts {
+            name: user.into(),
+            user: user.into(),
+            record: true,
+            answer: Answer::Auto,
+            play_wav: Some(tone),
+            dir: Some(dir.to_path_buf()),
+            ..Default::default()
+        }
+    }
+}
 
 /// A running baresip; killed on drop.
 pub struct Baresip {
