@@ -352,6 +352,34 @@ pub mod flash_snd {
     pub const AAC: u16 = 0x0400;
     /// Speex.
     pub const SPEEX: u16 = 0x0800;
+
+    /// The names a player's `?codec=` query takes (see [`from_play_codec`]).
+    pub const PLAY_CODECS: [&str; 7] = [
+        "pcmu",
+        "pcma",
+        "pcm",
+        "nellymoser",
+        "nellymoser8",
+        "nellymoser16",
+        "speex",
+    ];
+
+    /// The `audioCodecs` bits that make a player of `name` (a play name's `?codec=`) be sent
+    /// exactly that codec: `pcmu`, `pcma`, `pcm` (s16le at the SIP leg's rate), `nellymoser`
+    /// (at the SIP leg's rate), `nellymoser8`, `nellymoser16` or `speex` (wideband). `None` for
+    /// any other name.
+    pub fn from_play_codec(name: &str) -> Option<u16> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "pcmu" | "g711u" => G711U,
+            "pcma" | "g711a" => G711A,
+            "pcm" | "l16" => 0,
+            "nellymoser" | "nelly" => NELLY,
+            "nellymoser8" => NELLY8,
+            "nellymoser16" => NELLY16,
+            "speex" => SPEEX,
+            _ => return None,
+        })
+    }
 }
 
 impl ClientCaps {
@@ -394,6 +422,9 @@ impl ClientCaps {
                 }
                 if has(flash_snd::NELLY8) || has(flash_snd::NELLY) {
                     return Codec::Nellymoser { rate: 8000 };
+                }
+                if has(flash_snd::NELLY16) {
+                    return Codec::Nellymoser { rate: 16000 };
                 }
                 if has(flash_snd::SPEEX) {
                     return Codec::Speex { rate: 16000 };
@@ -490,6 +521,43 @@ mod tests {
         );
         assert_eq!(Codec::from_config_name("l16/12345"), None);
         assert_eq!(Codec::from_config_name("gsm"), None);
+    }
+
+    #[test]
+    fn a_play_codec_query_makes_the_player_get_exactly_that_codec() {
+        let pick = |name: &str, sip: Codec| {
+            ClientCaps::Flash {
+                audio_codecs: flash_snd::from_play_codec(name),
+            }
+            .choose(sip)
+        };
+        for sip in [Codec::Pcmu, Codec::G722, Codec::Opus] {
+            assert_eq!(pick("speex", sip), Codec::Speex { rate: 16000 });
+            assert_eq!(pick("nellymoser8", sip), Codec::Nellymoser { rate: 8000 });
+            assert_eq!(pick("NELLYMOSER16", sip), Codec::Nellymoser { rate: 16000 });
+            assert_eq!(pick("pcma", sip), Codec::Pcma);
+            assert_eq!(pick("pcmu", sip), Codec::Pcmu);
+        }
+        assert_eq!(
+            pick("nellymoser", Codec::Pcmu),
+            Codec::Nellymoser { rate: 8000 }
+        );
+        assert_eq!(
+            pick("nellymoser", Codec::G722),
+            Codec::Nellymoser { rate: 16000 }
+        );
+        let pcm = |rate| Codec::PcmLe {
+            rate,
+            stereo: false,
+        };
+        assert_eq!(pick("pcm", Codec::Pcmu), pcm(8000));
+        assert_eq!(pick("pcm", Codec::G722), pcm(16000));
+        assert_eq!(pick("pcm", Codec::Opus), pcm(48000));
+        for name in flash_snd::PLAY_CODECS {
+            assert!(flash_snd::from_play_codec(name).is_some(), "{name}");
+        }
+        assert_eq!(flash_snd::from_play_codec("aac"), None, "never sent");
+        assert_eq!(flash_snd::from_play_codec(""), None);
     }
 
     #[test]

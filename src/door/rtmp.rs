@@ -20,7 +20,7 @@ use crate::call::driver::{
     ToClient,
 };
 use crate::call::ClientCommand;
-use crate::media::{ClientCaps, Codec, MediaFrame};
+use crate::media::{flash_snd, ClientCaps, Codec, MediaFrame};
 use crate::ops::metrics as m;
 use crate::relay::Shared;
 use crate::rtmp::{RtmpError, RtmpEvent, RtmpServerSession, RtmpSessionConfig};
@@ -135,12 +135,15 @@ impl Connection {
     }
 
     fn sink(&self) -> ClientSink {
+        self.sink_with(self.audio_codecs)
+    }
+
+    /// A sink for a player that can decode `audio_codecs` (Flash `SUPPORT_SND_*` bits).
+    fn sink_with(&self, audio_codecs: Option<u16>) -> ClientSink {
         ClientSink {
             audio: self.sink_audio.clone(),
             control: self.sink_control.clone(),
-            caps: ClientCaps::Flash {
-                audio_codecs: self.audio_codecs,
-            },
+            caps: ClientCaps::Flash { audio_codecs },
         }
     }
 
@@ -301,9 +304,29 @@ impl Connection {
                 stream_id,
                 name,
                 token,
+                codec,
             } => {
+                // `?codec=` narrows what this player is sent to one codec.
+                let audio_codecs = match codec.as_deref().map(flash_snd::from_play_codec) {
+                    None => self.audio_codecs,
+                    Some(Some(bits)) => Some(bits),
+                    Some(None) => {
+                        let codec = codec.unwrap_or_default();
+                        warn!(peer = %self.peer, %codec, "play refused: unknown codec");
+                        metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => "bad_codec").increment(1);
+                        session.reject_stream(
+                            stream_id,
+                            "NetStream.Play.Failed",
+                            &format!(
+                                "unknown codec {codec:?}: one of {}",
+                                flash_snd::PLAY_CODECS.join(", ")
+                            ),
+                        );
+                        return;
+                    }
+                };
                 if self
-                    .join(session, stream_id, &name, token.as_deref())
+                    .join_with(session, stream_id, &name, token.as_deref(), audio_codecs)
                     .is_some()
                 {
                     self.play_streams.push((stream_id, name));
@@ -449,6 +472,18 @@ impl Connection {
         target: &str,
         token: Option<&str>,
     ) -> Option<CallRef> {
+        self.join_with(session, stream_id, target, token, self.audio_codecs)
+    }
+
+    /// [`Self::join`] with the leg's player able to decode `audio_codecs`.
+    fn join_with(
+        &mut self,
+        session: &mut RtmpServerSession,
+        stream_id: u32,
+        target: &str,
+        token: Option<&str>,
+        audio_codecs: Option<u16>,
+    ) -> Option<CallRef> {
         let stream = (stream_id != 0).then_some(stream_id);
         let identity = match self.authenticate(token) {
             Ok(id) => id,
@@ -473,7 +508,7 @@ impl Connection {
         };
         let leg = new_leg_id();
         // A publisher needs no audio back on its leg; a player or controller does.
-        let sink = self.sink();
+        let sink = self.sink_with(audio_codecs);
         match self.shared.calls.join(&identity, &route, leg, Some(sink)) {
             Ok(call) => {
                 let entry = self

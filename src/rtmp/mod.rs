@@ -177,6 +177,8 @@ pub enum RtmpEvent {
         name: String,
         /// `token` from the name's query.
         token: Option<String>,
+        /// `codec` from the name's query: the codec this player asks to be sent.
+        codec: Option<String>,
     },
     /// The client stopped publishing on this stream (`FCUnpublish`, `closeStream`, `deleteStream`).
     Unpublish {
@@ -883,6 +885,7 @@ impl RtmpServerSession {
                     }
                     Some((n, q)) => {
                         let (n, token) = (n.to_owned(), q.and_then(|q| query_param(q, "token")));
+                        let codec = q.and_then(|q| query_param(q, "codec"));
                         if let Some(s) = self.streams.iter_mut().find(|s| s.id == stream_id) {
                             s.state = if publish {
                                 StreamState::PublishPending(n.clone())
@@ -901,6 +904,7 @@ impl RtmpServerSession {
                                 stream_id,
                                 name: n,
                                 token,
+                                codec,
                             }
                         });
                     }

@@ -278,7 +278,10 @@ fn connect_with_token_in_tc_url_then_publish_delivers_the_same_audio_bytes() {
 fn play_gets_play_start_and_audio_we_send_decodes_on_the_client() {
     let mut p = Pair::new(None);
     p.connect();
-    let r = p.client.request_playback("bob?token=Q".into()).unwrap();
+    let r = p
+        .client
+        .request_playback("bob?token=Q&codec=speex".into())
+        .unwrap();
     p.send(r);
     assert_eq!(
         p.take_server_events(),
@@ -286,6 +289,7 @@ fn play_gets_play_start_and_audio_we_send_decodes_on_the_client() {
             stream_id: 1,
             name: "bob".into(),
             token: Some("Q".into()),
+            codec: Some("speex".into()),
         }]
     );
     // Audio before accept is not sent.
