@@ -101,6 +101,21 @@ impl Codec {
         }
     }
 
+    /// Whether this codec's decoder carries state from frame to frame that a decoder joining
+    /// mid-stream lacks (a Speex decoder joining a stationary tone can lock onto a wrong pitch
+    /// for seconds): a client's audio in such a codec is decoded from its first frame, before
+    /// the SIP answer names what it is encoded to.
+    pub fn decoder_keeps_state(self) -> bool {
+        matches!(
+            self,
+            Codec::Speex { .. }
+                | Codec::Opus
+                | Codec::G722
+                | Codec::Nellymoser { .. }
+                | Codec::Aac { .. }
+        )
+    }
+
     /// The AAC codec an FLV AAC sequence header (AudioSpecificConfig) describes, if the relay
     /// decodes it: AAC-LC, mono or stereo, 1024-sample frames, at a rate the resampler takes.
     pub fn from_aac_config(config: &[u8]) -> Result<Codec, AacError> {

@@ -86,13 +86,10 @@ fn publish_to_phone_channels(
     publisher.codec = codec.into();
     publisher.rate = rate;
     publisher.channels = channels;
-    if codec == "libspeex" {
-        // Speex is predictive: a decoder that joins a stationary tone mid-stream (the relay
-        // starts decoding when the call is answered) can lock onto a wrong pitch for seconds
-        // (seen: −4.2 dB SNR in one run of three; see codecs/tests/reference.rs). The caller
-        // here starts speaking once the call is up, as callers do.
-        publisher.silence_before = 1.0;
-    }
+    // The tone starts with the publish, before the phone answers: Speex is predictive, and a
+    // decoder that joins a stationary tone mid-stream can lock onto a wrong pitch for seconds
+    // (−4.2 dB in one run of three when the relay started decoding at the answer). The relay
+    // decodes a stateful codec from the stream's first frame, so this must come out clean.
     let mut child = publisher.spawn(&format!("publish-{codec}-{rate}-{channels}"), dir.path());
     let ctx = |bob: &Baresip, sb: &Skybridge, p: &common::procs::Child| {
         format!("{}\n{}\n{}", bob.tails(), sb.tails(), p.tails(1500))

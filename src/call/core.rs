@@ -113,6 +113,9 @@ pub enum Output {
     /// A client frame in a codec the SIP leg does not use: transcode it (off the I/O path)
     /// to [`CallCore::codec`] and give the result back to [`CallCore::client_audio`].
     TranscodeToSip(MediaFrame),
+    /// Client audio before the SIP leg's codec is known, in a codec whose decoder keeps state:
+    /// the driver decodes it (to warm the decoder the transcoder toward SIP will use).
+    WarmDecoder(MediaFrame),
     /// RTP sequence numbers show `packets` missing before the next audio toward the client
     /// (the driver conceals them).
     ClientLoss {
@@ -651,6 +654,9 @@ impl CallCore {
             if sip.is_some() {
                 self.outputs.push_back(Output::TranscodeToSip(frame));
             } else {
+                if frame.codec.decoder_keeps_state() {
+                    self.outputs.push_back(Output::WarmDecoder(frame));
+                }
                 self.outputs.push_back(Output::Dropped("not_answered"));
             }
             return;
@@ -1252,6 +1258,33 @@ m=audio 40000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfe
             outs.iter()
                 .any(|o| matches!(o, Output::Rtp { header, .. } if header[1] & 0x7F == 9)),
             "transcoded frames are paced out as PT 9: {outs:?}"
+        );
+    }
+
+    #[test]
+    fn stateful_client_audio_before_the_answer_warms_a_decoder_and_g711_is_dropped() {
+        let t0 = Instant::now();
+        let mut core = CallCore::new(t0, settings()).with_codecs(&[Codec::Pcmu]);
+        drain(&mut core);
+        let speex = MediaFrame {
+            codec: Codec::Speex { rate: 16000 },
+            timestamp: 0,
+            marker: true,
+            payload: Bytes::from(vec![0x1Du8; 60]),
+        };
+        core.client_audio(t0, speex);
+        assert!(
+            matches!(drain(&mut core).as_slice(),
+                [Output::WarmDecoder(f), Output::Dropped("not_answered")] if f.codec == Codec::Speex { rate: 16000 }),
+            "Speex before the answer goes to a warming decoder"
+        );
+        core.client_audio(t0, frame(0, 0xFF, 160));
+        assert!(
+            matches!(
+                drain(&mut core).as_slice(),
+                [Output::Dropped("not_answered")]
+            ),
+            "G.711 has no decoder state to warm"
         );
     }
 

@@ -446,8 +446,9 @@ struct Media {
     /// Frames transcoded toward SIP come back here (from the pool's worker).
     xcoded_tx: mpsc::Sender<MediaFrame>,
     xcoded_rx: mpsc::Receiver<MediaFrame>,
-    /// Transcoder of client audio toward SIP: (from, to).
-    to_sip: Option<(Codec, Codec, TranscodeHandle)>,
+    /// Transcoder of client audio toward SIP: (from, to), `to` None while it only decodes
+    /// (warming its decoder before the SIP answer).
+    to_sip: Option<(Codec, Option<Codec>, TranscodeHandle)>,
     /// Codec refused for transcoding (logged once).
     refused: Option<Codec>,
     /// RTP packets missing before the next frame toward the client.
@@ -523,32 +524,73 @@ impl Media {
     fn transcode_to_sip(&mut self, frame: MediaFrame, sip: Option<Codec>, ptime: Duration) {
         let Some(sip) = sip else { return };
         let from = frame.codec;
-        if !matches!(&self.to_sip, Some((f, t, _)) if *f == from && *t == sip) {
-            self.to_sip = None;
-            let tx = self.xcoded_tx.clone();
-            let sink = Box::new(move |f: MediaFrame| {
-                if tx.try_send(f).is_err() {
-                    metrics::counter!(m::PACKETS_DROPPED_TOTAL, m::label::REASON => m::drop_reason::QUEUE_FULL)
-                        .increment(1);
-                }
-            });
-            match new_session(from, sip, ptime, sink) {
-                Ok(h) => self.to_sip = Some((from, sip, h)),
-                Err(e) => {
-                    metrics::counter!(m::PACKETS_DROPPED_TOTAL, m::label::REASON => m::drop_reason::UNSUPPORTED_CODEC)
-                        .increment(1);
-                    if self.refused != Some(from) {
-                        self.refused = Some(from);
-                        warn!(error = %e, "client audio cannot be transcoded to {}", sip.name());
-                    }
-                    return;
-                }
+        match &mut self.to_sip {
+            Some((f, Some(t), _)) if *f == from && *t == sip => {}
+            // The decoder has followed the stream since before the answer: keep it.
+            Some((f, to @ None, h))
+                if *f == from
+                    && h.submit(Work::Retarget {
+                        to: sip,
+                        frame: ptime,
+                    }) =>
+            {
+                *to = Some(sip);
+                self.note_pair(Some(sip), true);
             }
-            self.note_pair(Some(sip), true);
+            _ => {
+                self.to_sip = None;
+                match new_session(from, sip, ptime, self.xcoded_sink()) {
+                    Ok(h) => self.to_sip = Some((from, Some(sip), h)),
+                    Err(e) => {
+                        metrics::counter!(m::PACKETS_DROPPED_TOTAL, m::label::REASON => m::drop_reason::UNSUPPORTED_CODEC)
+                            .increment(1);
+                        if self.refused != Some(from) {
+                            self.refused = Some(from);
+                            warn!(error = %e, "client audio cannot be transcoded to {}", sip.name());
+                        }
+                        return;
+                    }
+                }
+                self.note_pair(Some(sip), true);
+            }
         }
         if let Some((_, _, h)) = &self.to_sip {
             h.submit(Work::Frame(frame));
         }
+    }
+
+    /// Client audio before the SIP answer, in a codec whose decoder keeps state: decoded on
+    /// the pool from the stream's first frame, so the transcoder toward SIP that the answer
+    /// starts continues that decoder instead of joining mid-stream.
+    fn warm_to_sip(&mut self, frame: MediaFrame, ptime: Duration) {
+        let from = frame.codec;
+        if !matches!(&self.to_sip, Some((f, None, _)) if *f == from) {
+            self.to_sip = None;
+            let Some(pool) = TranscodePool::global() else {
+                return;
+            };
+            match Transcoder::warming(from, ptime) {
+                Ok(t) => self.to_sip = Some((from, None, pool.session(t, self.xcoded_sink()))),
+                Err(e) => {
+                    debug!(error = %e, "client audio not decoded before the answer");
+                    return;
+                }
+            }
+        }
+        if let Some((_, _, h)) = &self.to_sip {
+            h.submit(Work::Frame(frame));
+        }
+    }
+
+    /// Where the pool's frames toward SIP go: back to the call task.
+    fn xcoded_sink(&self) -> crate::transcode::pool::Sink {
+        let tx = self.xcoded_tx.clone();
+        Box::new(move |f: MediaFrame| {
+            if tx.try_send(f).is_err() {
+                metrics::counter!(m::PACKETS_DROPPED_TOTAL, m::label::REASON => m::drop_reason::QUEUE_FULL)
+                    .increment(1);
+            }
+        })
     }
 }
 
@@ -761,6 +803,11 @@ impl CallTask {
                         let ptime =
                             Duration::from_millis(u64::from(self.calls.ctx.config.rtp.ptime_ms));
                         self.media.transcode_to_sip(frame, core.codec(), ptime)
+                    }
+                    Output::WarmDecoder(frame) => {
+                        let ptime =
+                            Duration::from_millis(u64::from(self.calls.ctx.config.rtp.ptime_ms));
+                        self.media.warm_to_sip(frame, ptime)
                     }
                     Output::ClientLoss { packets } => self.media.pending_loss = packets,
                     Output::SipHangup => {

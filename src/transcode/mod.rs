@@ -391,6 +391,8 @@ pub struct Transcoder {
     stats: TranscodeStats,
     /// Finished output frames, taken by [`Transcoder::poll`].
     ready: std::collections::VecDeque<MediaFrame>,
+    /// Decoding only, output not chosen yet ([`Transcoder::warming`]).
+    warming: bool,
 }
 
 impl Transcoder {
@@ -453,7 +455,42 @@ impl Transcoder {
             since_probe: 0,
             stats: TranscodeStats::default(),
             ready: std::collections::VecDeque::with_capacity(64),
+            warming: false,
         })
+    }
+
+    /// A transcoder from `from` whose output is not known yet: it decodes every frame pushed
+    /// (so its decoder follows the stream from its start) and outputs nothing until
+    /// [`Transcoder::retarget`] names the output codec.
+    pub fn warming(from: Codec, frame: Duration) -> Result<Transcoder, TranscodeError> {
+        let mut t = Transcoder::new(
+            from,
+            Codec::L16 {
+                rate: from.sample_rate(),
+            },
+            frame,
+        )?;
+        t.warming = true;
+        Ok(t)
+    }
+
+    /// Encodes to `to` in `frame` frames from now on, keeping the decoder (and so its state)
+    /// when it already decodes at the rate the new pair needs (all codecs but Opus, whose
+    /// decoder runs at the other side's rate). Builds the new coders: once per call, not per
+    /// frame.
+    pub fn retarget(&mut self, to: Codec, frame: Duration) -> Result<(), TranscodeError> {
+        let mut next = Transcoder::new(self.from, to, frame)?;
+        if next.in_rate == self.in_rate {
+            std::mem::swap(&mut next.decoder, &mut self.decoder);
+        }
+        next.stats = self.stats;
+        *self = next;
+        Ok(())
+    }
+
+    /// Whether this transcoder only decodes, its output not chosen yet.
+    pub fn is_warming(&self) -> bool {
+        self.warming
     }
 
     /// Input codec.
@@ -499,6 +536,9 @@ impl Transcoder {
             }
         };
         self.failures = 0;
+        if self.warming {
+            return Ok(());
+        }
         let mono = downmix(&mut self.decoded, n, self.from.channels());
         self.stats.frames_in += 1;
         let ticks = self.in_ticks(mono);
@@ -850,6 +890,85 @@ mod tests {
             c,
             Codec::Nellymoser { .. } | Codec::Speex { .. } | Codec::Opus
         )
+    }
+
+    /// Pushes `frames` and returns every output frame.
+    fn run(t: &mut Transcoder, frames: &[MediaFrame]) -> Vec<MediaFrame> {
+        let mut out = Vec::new();
+        for f in frames {
+            t.push(f).unwrap();
+            while let Some(o) = t.poll() {
+                out.push(o);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_warmed_transcoder_continues_the_decoder_that_heard_the_stream_from_its_start() {
+        let joined_at = 40; // frames before the answer
+        for codec in [
+            Codec::Speex { rate: 16000 },
+            Codec::Speex { rate: 8000 },
+            Codec::G722,
+            Codec::Nellymoser { rate: 16000 },
+        ] {
+            let l16 = Codec::L16 {
+                rate: codec.sample_rate(),
+            };
+            let rate = codec.sample_rate() as usize;
+            let frames = encode_stream(
+                codec,
+                &tone::sine(440.0, 6000.0, codec.sample_rate(), rate * 2),
+            );
+            // What a decoder that heard everything makes of the frames after the answer.
+            let whole = decode_stream(codec, &frames);
+            let heard_before: usize = decode_stream(codec, &frames[..joined_at]).len();
+            let want = &whole[heard_before..];
+
+            let mut warm = Transcoder::warming(codec, PTIME).unwrap();
+            assert!(
+                run(&mut warm, &frames[..joined_at]).is_empty(),
+                "{codec:?}: silent while warming"
+            );
+            assert!(warm.is_warming());
+            warm.retarget(l16, PTIME).unwrap();
+            assert!(!warm.is_warming());
+            let got = decode_stream(l16, &run(&mut warm, &frames[joined_at..]));
+            // Output comes in whole 20 ms frames (a Nellymoser block is 256 samples).
+            assert!(
+                got.len() + rate / 50 > want.len(),
+                "{codec:?}: {}",
+                got.len()
+            );
+            let want = &want[..got.len()];
+            assert!(
+                got == want,
+                "{codec:?}: the warmed decoder continues bit-exactly"
+            );
+
+            // A decoder that joins at the answer (the old behaviour) starts from nothing.
+            let mut cold = Transcoder::new(codec, l16, PTIME).unwrap();
+            let mut cold = decode_stream(l16, &run(&mut cold, &frames[joined_at..]));
+            cold.truncate(want.len());
+            assert!(
+                cold != want,
+                "{codec:?}: a cold decoder differs, so the test can fail"
+            );
+        }
+        // Retargeting to a codec that needs resampling and another encoder works too.
+        let frames = encode_stream(
+            Codec::Speex { rate: 16000 },
+            &tone::sine(1000.0, 8000.0, 16000, 16000),
+        );
+        let mut warm = Transcoder::warming(Codec::Speex { rate: 16000 }, PTIME).unwrap();
+        run(&mut warm, &frames[..10]);
+        warm.retarget(Codec::Pcmu, PTIME).unwrap();
+        let out = run(&mut warm, &frames[10..]);
+        assert_eq!(out.len(), frames.len() - 10);
+        let pcm = decode_stream(Codec::Pcmu, &out);
+        let snr = tone::snr_db(&pcm[800..], 1000.0, 8000);
+        assert!(snr > 15.0, "1 kHz at {snr:.1} dB");
     }
 
     #[test]

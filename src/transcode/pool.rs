@@ -12,8 +12,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tracing::debug;
 
+use std::time::Duration;
+
+use tracing::warn;
+
 use super::Transcoder;
-use crate::media::MediaFrame;
+use crate::media::{Codec, MediaFrame};
 use crate::ops::metrics as m;
 
 /// Jobs each worker may have queued.
@@ -37,6 +41,8 @@ pub enum Work {
     Conceal { lost: u32 },
     /// A pass-through leg lost `lost` frames after `last`: prime with it, then conceal.
     PrimeConceal { last: MediaFrame, lost: u32 },
+    /// A warming transcoder ([`Transcoder::warming`]) now encodes to `to` in `frame` frames.
+    Retarget { to: Codec, frame: Duration },
 }
 
 struct Job {
@@ -151,6 +157,11 @@ fn run(job: Job) {
                 metrics::counter!(m::PLC_FRAMES_TOTAL).increment(u64::from(n));
             }
         }
+        Work::Retarget { to, frame } => {
+            if let Err(e) = t.retarget(to, frame) {
+                warn!(error = %e, from = t.from().name(), to = to.name(), "no transcoder toward SIP");
+            }
+        }
     }
     while let Some(out) = t.poll() {
         (session.sink)(out);
@@ -161,8 +172,6 @@ fn run(job: Job) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::media::Codec;
-    use std::time::Duration;
 
     fn frame(ts: u32) -> MediaFrame {
         MediaFrame {
