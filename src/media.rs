@@ -104,12 +104,12 @@ impl Codec {
     /// Whether this codec's decoder carries state from frame to frame that a decoder joining
     /// mid-stream lacks (a Speex decoder joining a stationary tone can lock onto a wrong pitch
     /// for seconds): a client's audio in such a codec is decoded from its first frame, before
-    /// the SIP answer names what it is encoded to.
+    /// the SIP answer names what it is encoded to. Not Opus: its decoder runs at the rate of
+    /// the other leg, which only the answer names, and Opus resynchronises within a frame.
     pub fn decoder_keeps_state(self) -> bool {
         matches!(
             self,
             Codec::Speex { .. }
-                | Codec::Opus
                 | Codec::G722
                 | Codec::Nellymoser { .. }
                 | Codec::Aac { .. }
