@@ -109,10 +109,7 @@ impl Codec {
     pub fn decoder_keeps_state(self) -> bool {
         matches!(
             self,
-            Codec::Speex { .. }
-                | Codec::G722
-                | Codec::Nellymoser { .. }
-                | Codec::Aac { .. }
+            Codec::Speex { .. } | Codec::G722 | Codec::Nellymoser { .. } | Codec::Aac { .. }
         )
     }
 

@@ -1071,12 +1071,14 @@ impl CallTask {
                 }
             }
             if let Some((_, _, h)) = &leg.xcode {
-                if loss > 0 {
-                    h.submit(Work::Conceal {
+                h.submit(if loss > 0 {
+                    Work::FrameAfterLoss {
+                        frame: frame.clone(),
                         lost: u32::from(loss),
-                    });
-                }
-                h.submit(Work::Frame(frame.clone()));
+                    }
+                } else {
+                    Work::Frame(frame.clone())
+                });
             }
         }
         if self.media.client_out.is_none() {

@@ -59,8 +59,11 @@ pub const TRANSCODING_CALLS: &str = "skybridge_transcoding_calls";
 /// Audio frames synthesised toward clients by packet loss concealment (repeat and fade).
 pub const PLC_FRAMES_TOTAL: &str = "skybridge_plc_frames_total";
 
+/// Counter: lost frames toward a client recovered from the next packet's in-band FEC (Opus).
+pub const FEC_RECOVERED_FRAMES_TOTAL: &str = "skybridge_fec_recovered_frames_total";
+
 /// Every metric name, for documentation and tests.
-pub const ALL: [&str; 18] = [
+pub const ALL: [&str; 19] = [
     CLIENT_CONNECTIONS_TOTAL,
     CLIENT_CONNECTIONS_ACTIVE,
     CLIENT_REJECTED_TOTAL,
@@ -79,6 +82,7 @@ pub const ALL: [&str; 18] = [
     CALLS_BY_CODEC_PAIR,
     TRANSCODING_CALLS,
     PLC_FRAMES_TOTAL,
+    FEC_RECOVERED_FRAMES_TOTAL,
 ];
 
 /// Label keys.
@@ -245,6 +249,11 @@ pub fn describe() {
         Unit::Count,
         "Audio frames synthesised toward clients by packet loss concealment."
     );
+    describe_counter!(
+        FEC_RECOVERED_FRAMES_TOTAL,
+        Unit::Count,
+        "Lost audio frames toward clients recovered from the next packet's in-band FEC (Opus)."
+    );
 }
 
 /// Sets the unlabelled gauges to 0 so `/metrics` shows them before the first call.
@@ -309,6 +318,7 @@ mod tests {
         metrics::gauge!(CALLS_BY_CODEC_PAIR, codec_label::CLIENT => "nellymoser", codec_label::SIP => "pcmu").set(1.0);
         metrics::gauge!(TRANSCODING_CALLS).set(1.0);
         metrics::counter!(PLC_FRAMES_TOTAL).increment(1);
+        metrics::counter!(FEC_RECOVERED_FRAMES_TOTAL).increment(1);
     }
 
     #[test]

@@ -351,6 +351,8 @@ pub struct TranscodeStats {
     pub concealed: u64,
     /// Input frames refused (malformed, too long, wrong codec, suppressed).
     pub rejected: u64,
+    /// Lost frames recovered from the next packet's in-band FEC (Opus).
+    pub recovered: u64,
 }
 
 /// One direction of one call's transcoding. See the module docs.
@@ -623,6 +625,44 @@ impl Transcoder {
         made
     }
 
+    /// `lost` input frames are missing before `next`: conceals them, recovering the last one
+    /// from `next`'s in-band FEC data where the codec carries it (Opus, RFC 7587 §3.3: each
+    /// packet may repeat the previous frame at a lower bit rate), then converts `next`.
+    /// Returns the frames concealed and recovered, and `next`'s result.
+    pub fn push_after_loss(
+        &mut self,
+        next: &MediaFrame,
+        lost: u32,
+    ) -> (u32, u32, Result<(), TranscodeError>) {
+        let mut concealed = 0;
+        let mut recovered = 0;
+        let fec = lost > 0
+            && lost <= MAX_CONCEALED
+            && next.codec == self.from
+            && !self.warming
+            && self.next_in_ts.is_some()
+            && self.failures < ERROR_BURST
+            && matches!(self.decoder, Decoder::Opus(_));
+        if fec {
+            concealed = self.conceal(lost - 1);
+            if concealed == lost - 1 {
+                if let Decoder::Opus(d) = &mut self.decoder {
+                    if let Ok(n) = d.decode_fec(&next.payload, &mut self.decoded) {
+                        let ticks = self.in_ticks(n);
+                        if self.feed(n, 1.0, 1.0).is_ok() {
+                            self.next_in_ts = self.next_in_ts.map(|t| t.wrapping_add(ticks));
+                            self.stats.recovered += 1;
+                            recovered = 1;
+                        }
+                    }
+                }
+            }
+        } else if lost > 0 {
+            concealed = self.conceal(lost);
+        }
+        (concealed, recovered, self.push(next))
+    }
+
     /// The next finished output frame.
     pub fn poll(&mut self) -> Option<MediaFrame> {
         self.ready.pop_front()
@@ -798,25 +838,21 @@ mod tests {
     /// Encodes `pcm` (at `codec`'s rate) into frames of `codec` of 20 ms (Nellymoser: 256
     /// samples), timestamps in its clock.
     fn encode_stream(codec: Codec, pcm: &[i16]) -> Vec<MediaFrame> {
-        let mut t = Transcoder::new(
-            Codec::L16 {
-                rate: codec.sample_rate(),
-            },
-            codec,
-            PTIME,
-        )
-        .unwrap();
+        encode_stream_from(codec, codec.sample_rate(), pcm)
+    }
+
+    /// [`encode_stream`] from PCM at `rate` (Opus: libopus then codes at that rate).
+    fn encode_stream_from(codec: Codec, rate: u32, pcm: &[i16]) -> Vec<MediaFrame> {
+        let mut t = Transcoder::new(Codec::L16 { rate }, codec, PTIME).unwrap();
         let mut frames = Vec::new();
-        let step = codec.sample_rate() as usize / 50;
+        let step = rate as usize / 50;
         for (i, chunk) in pcm.chunks(step).enumerate() {
             let mut payload = vec![0u8; chunk.len() * 2];
             l16::encode_be(chunk, &mut payload).unwrap();
             // In the L16 input's clock (the codec's sample rate).
             let ts = (i * step) as u32;
             t.push(&MediaFrame {
-                codec: Codec::L16 {
-                    rate: codec.sample_rate(),
-                },
+                codec: Codec::L16 { rate },
                 timestamp: ts,
                 marker: false,
                 payload: payload.into(),
@@ -969,6 +1005,69 @@ mod tests {
         let pcm = decode_stream(Codec::Pcmu, &out);
         let snr = tone::snr_db(&pcm[800..], 1000.0, 8000);
         assert!(snr > 15.0, "1 kHz at {snr:.1} dB");
+    }
+
+    #[test]
+    fn a_lost_opus_packet_is_recovered_from_the_next_ones_fec_not_just_concealed() {
+        // 500 Hz, then 1500 Hz from the lost frame on: concealment can only extend the 500 Hz
+        // it heard; the next packet's FEC data carries the lost frame's 1500 Hz. Coded as the
+        // relay codes toward an Opus client from a G.711 phone: libopus at 8 kHz, 24 kbit/s.
+        // (libopus adds FEC data only above a bit rate that grows with the bandwidth: at
+        // 24 kbit/s a 16 or 48 kHz stream carries none.)
+        let lost_at = 25;
+        let mut pcm = tone::sine(500.0, 8000.0, 8000, 160 * lost_at);
+        pcm.extend(tone::sine(1500.0, 8000.0, 8000, 160 * 25));
+        let frames = encode_stream_from(Codec::Opus, 8000, &pcm);
+        let to = Codec::L16 { rate: 8000 };
+        let heard = |fec: bool| {
+            let mut t = Transcoder::new(Codec::Opus, to, PTIME).unwrap();
+            let mut out = run(&mut t, &frames[..lost_at]);
+            let next = &frames[lost_at + 1];
+            let (concealed, recovered) = if fec {
+                let (c, r, res) = t.push_after_loss(next, 1);
+                res.unwrap();
+                (c, r)
+            } else {
+                let c = t.conceal(1);
+                t.push(next).unwrap();
+                (c, 0)
+            };
+            while let Some(o) = t.poll() {
+                out.push(o);
+            }
+            out.extend(run(&mut t, &frames[lost_at + 2..]));
+            assert_eq!(t.stats().recovered, u64::from(recovered));
+            (decode_stream(to, &out), concealed, recovered)
+        };
+        let (with_fec, concealed, recovered) = heard(true);
+        assert_eq!((concealed, recovered), (0, 1), "recovered, not concealed");
+        let (with_plc, concealed, _) = heard(false);
+        assert_eq!(concealed, 1);
+        assert_eq!(
+            with_fec.len(),
+            with_plc.len(),
+            "the same timeline either way"
+        );
+        // The lost frame's 20 ms at 8 kHz (the decoder's look-ahead shifts it a little).
+        let lost = 160 * lost_at..160 * (lost_at + 1);
+        let at = |x: &[i16], hz| tone::goertzel_rms(&x[lost.clone()], hz, 8000);
+        assert!(
+            at(&with_fec, 1500.0) > 2.0 * at(&with_plc, 1500.0),
+            "FEC {:.0} vs PLC {:.0} rms at 1500 Hz in the lost frame",
+            at(&with_fec, 1500.0),
+            at(&with_plc, 1500.0)
+        );
+        // More losses than one: all but the last are concealed, the last recovered.
+        let mut t = Transcoder::new(Codec::Opus, to, PTIME).unwrap();
+        run(&mut t, &frames[..lost_at]);
+        let (c, r, res) = t.push_after_loss(&frames[lost_at + 3], 3);
+        assert_eq!((c, r, res), (2, 1, Ok(())));
+        // A codec without FEC conceals every lost frame.
+        let pcmu = encode_stream(Codec::Pcmu, &tone::sine(500.0, 8000.0, 8000, 8000));
+        let mut t = Transcoder::new(Codec::Pcmu, to, PTIME).unwrap();
+        run(&mut t, &pcmu[..10]);
+        let (c, r, res) = t.push_after_loss(&pcmu[12], 2);
+        assert_eq!((c, r, res), (2, 0, Ok(())));
     }
 
     #[test]

@@ -37,8 +37,9 @@ struct Session {
 pub enum Work {
     /// Convert one frame.
     Frame(MediaFrame),
-    /// `lost` frames are missing before the next one: conceal them.
-    Conceal { lost: u32 },
+    /// `lost` frames are missing before `frame`: conceal them (recovering the last from
+    /// `frame`'s in-band FEC where the codec has it), then convert `frame`.
+    FrameAfterLoss { frame: MediaFrame, lost: u32 },
     /// A pass-through leg lost `lost` frames after `last`: prime with it, then conceal.
     PrimeConceal { last: MediaFrame, lost: u32 },
     /// A warming transcoder ([`Transcoder::warming`]) now encodes to `to` in `frame` frames.
@@ -147,9 +148,15 @@ fn run(job: Job) {
                     .increment(1);
             }
         }
-        Work::Conceal { lost } => {
-            let n = t.conceal(lost);
-            metrics::counter!(m::PLC_FRAMES_TOTAL).increment(u64::from(n));
+        Work::FrameAfterLoss { frame, lost } => {
+            let (concealed, recovered, result) = t.push_after_loss(&frame, lost);
+            metrics::counter!(m::PLC_FRAMES_TOTAL).increment(u64::from(concealed));
+            metrics::counter!(m::FEC_RECOVERED_FRAMES_TOTAL).increment(u64::from(recovered));
+            if let Err(e) = result {
+                debug!(error = %e, "frame not transcoded");
+                metrics::counter!(m::PACKETS_DROPPED_TOTAL, m::label::REASON => m::drop_reason::TRANSCODE_ERROR)
+                    .increment(1);
+            }
         }
         Work::PrimeConceal { last, lost } => {
             if t.prime(&last).is_ok() {
