@@ -321,3 +321,94 @@ fn with_opus_and_pcmu_offered_the_offer_order_decides() {
         );
     }
 }
+
+#[test]
+fn a_client_that_republishes_in_another_format_is_transcoded_anew() {
+    let _serial = serial();
+    let dir = TestDir::new("republish");
+    let tone = dir.path().join("tone440.wav");
+    write_tone_wav(&tone, 440.0, 12.0, 8000).unwrap();
+    let mut bob = phone(&dir, &["g711.so"], Some(tone));
+    let sb = relay(&dir, &bob);
+    // A player on the call keeps it up while its publisher leaves and comes back.
+    let heard = dir.path().join("player.wav");
+    let mut player =
+        Player::new(&sb.rtmp_url("call/bob"), 10.0, &heard).spawn("player", dir.path());
+    let ctx = |bob: &Baresip, sb: &Skybridge| format!("{}\n{}", bob.tails(), sb.tails());
+    assert!(
+        bob.wait_for_event("CALL_ESTABLISHED", 5 * SEC).is_some(),
+        "bob never answered\n{}",
+        ctx(&bob, &sb)
+    );
+    // First Nellymoser at 1 kHz, then (same call, new stream) Speex at 1.5 kHz.
+    for (codec, freq, client) in [
+        ("nellymoser", 1000, "nellymoser"),
+        ("libspeex", 1500, "speex"),
+    ] {
+        let mut publisher = Publisher::new(&sb.rtmp_url("call/bob"), freq, 3.0);
+        publisher.codec = codec.into();
+        publisher.rate = 16000;
+        let mut child = publisher.spawn(&format!("publish-{codec}"), dir.path());
+        assert!(
+            child.wait_timeout(10 * SEC).is_some(),
+            "{codec}: the publisher did not finish\n{}",
+            child.tails(1500)
+        );
+        assert!(
+            sb.wait_log(
+                &[&format!("codec pair {client}/pcmu"), "transcoding=true"],
+                2 * SEC
+            ),
+            "{codec}: no `codec pair {client}/pcmu` in the log\n{}",
+            ctx(&bob, &sb)
+        );
+    }
+    player.wait_timeout(15 * SEC);
+    assert!(
+        bob.wait_for_event("CALL_CLOSED", 10 * SEC).is_some(),
+        "the call did not end after the player left\n{}",
+        ctx(&bob, &sb)
+    );
+    let context = ctx(&bob, &sb);
+    let wav = wav_or_panic(bob.recording_path().as_deref(), &context);
+    let mono = wav.mono();
+    // Half-second windows: which tone each one carries, in order.
+    let win = wav.rate as usize / 2;
+    let tones: Vec<u32> = mono
+        .chunks(win)
+        .filter(|w| w.len() == win)
+        .filter_map(|w| {
+            [1000u32, 1500]
+                .into_iter()
+                .find(|&f| common::audio::tone_snr_db(w, wav.rate, f64::from(f)) > 10.0)
+        })
+        .collect();
+    let count = |f| tones.iter().filter(|&&t| t == f).count();
+    assert!(
+        count(1000) >= 3 && count(1500) >= 3,
+        "both publishes heard for ≥ 1.5 s each: windows {tones:?}\n{context}"
+    );
+    let first_1500 = tones.iter().position(|&t| t == 1500).unwrap_or(0);
+    assert!(
+        !tones[first_1500..].contains(&1000),
+        "the second format follows the first: {tones:?}"
+    );
+    let snrs: Vec<String> = mono
+        .chunks(win)
+        .map(|w| {
+            format!(
+                "{:.0}/{:.0}",
+                common::audio::tone_snr_db(w, wav.rate, 1000.0),
+                common::audio::tone_snr_db(w, wav.rate, 1500.0)
+            )
+        })
+        .collect();
+    println!("[measure] republish nellymoser → speex: half-second windows {tones:?}, SNR 1000/1500 Hz {snrs:?}");
+    let metrics = sb.metrics();
+    let dropped = common::skybridge::metric_sum(
+        &metrics,
+        "skybridge_packets_dropped_total",
+        &[("reason", "transcode_error")],
+    );
+    assert_eq!(dropped, 0.0, "no frame of either format failed to decode");
+}
