@@ -343,6 +343,8 @@ pub enum ClientCaps {
     G711,
     /// A WebSocket client: G.711 always, Opus when its `hello` offered it.
     WebSocket { opus: bool },
+    /// A client that asked for exactly this codec (an RFC 4571 tunnel's `POST /v1/calls`).
+    Fixed(Codec),
     /// An RTMP player: the `audioCodecs` bitmask of its NetConnection `connect` (Flash
     /// `SUPPORT_SND_*`), if it sent one.
     Flash { audio_codecs: Option<u16> },
@@ -404,6 +406,7 @@ impl ClientCaps {
     /// it, else the thin client leg carries ~24 kbit/s instead of G.711's 64.
     pub fn choose(self, sip: Codec) -> Codec {
         match self {
+            ClientCaps::Fixed(c) => c,
             ClientCaps::WebSocket { opus: true } => Codec::Opus,
             ClientCaps::G711 | ClientCaps::WebSocket { opus: false } => match sip {
                 Codec::Pcma => Codec::Pcma,

@@ -18,7 +18,7 @@ use common::procs::{have_program, wait_until, TestDir};
 use common::scenario::{anonymous, assert_tone_samples, serial, user_block};
 use common::skybridge::{Skybridge, SkybridgeOpts};
 use common::tlsutil::{
-    gst_tunnel_receiver, gst_tunnel_sender, make_cert, tls_shared_tail, TlsForwarder,
+    gst, gst_tunnel_receiver, gst_tunnel_sender, make_cert, tls_shared_tail, TlsForwarder,
 };
 use serde_json::{json, Value};
 
@@ -618,4 +618,171 @@ fn a_long_frame_starting_like_rtmp_binds_its_tunnel_on_the_shared_port() {
         0.0,
         "nothing was taken for a broken RTMP handshake"
     );
+}
+
+// ---------------------------------------------- a tunnel client that chose its codec (Opus)
+
+/// `POST /v1/calls` with `"codec": codec`; returns the binding and the answer's JSON.
+fn new_call_with_codec(sb: &Skybridge, target: &str, codec: &str) -> (Binding, Value) {
+    let (status, v) = http(
+        sb.web,
+        "POST",
+        "/v1/calls",
+        Some(&json!({ "target": target, "codec": codec })),
+    );
+    assert_eq!(status, 201, "{v}\n{}", sb.tails());
+    let b = Binding {
+        id: v["call"].as_u64().unwrap(),
+        ssrc: u32::try_from(v["ssrc"].as_u64().unwrap()).unwrap(),
+        tunnel: v["tunnel"].as_str().unwrap().parse().unwrap(),
+        receive: v["receive"].as_str().unwrap().to_string(),
+    };
+    (b, v)
+}
+
+/// GStreamer sends Opus over the tunnel and receives Opus back; the phone has only `module`
+/// (`g711.so`: transcoded both ways; `opus.so`: passed through both ways).
+fn gstreamer_opus_call(name: &str, module: &str, rtp_codecs: &str, pair: &str, transcoding: bool) {
+    let _serial = serial();
+    let dir = TestDir::new(name);
+    let mut opts = BaresipOpts::answering_with_tone(dir.path(), "bob", 440.0, 30.0);
+    opts.codec_modules = vec![module.into()];
+    let mut bob = Baresip::start(opts);
+    let sb = Skybridge::start(
+        dir.path(),
+        &SkybridgeOpts {
+            auth: anonymous(&["bob"]),
+            dialplan: vec![("bob".into(), bob.uri())],
+            rtp: format!("codecs = [{rtp_codecs}]"),
+            ..Default::default()
+        },
+    );
+    let (b, v) = new_call_with_codec(&sb, "bob", "opus");
+    assert_eq!(v["codec"], "opus", "{v}");
+    assert_eq!(v["payload_type"], 96, "{v}");
+    assert_eq!(v["clock_rate"], 48000, "{v}");
+    assert_eq!(v["channels"], 2, "RFC 7587: opus/48000/2 {v}");
+    let wav = dir.path().join("client-hears.wav");
+    let mut rx = gst(
+        dir.path(),
+        "gst-recv",
+        &format!(
+            "souphttpsrc location=http://{}{} ! \
+             application/x-rtp-stream,media=audio,clock-rate=48000,encoding-name=OPUS ! \
+             rtpstreamdepay ! application/x-rtp,media=audio,clock-rate=48000,encoding-name=OPUS,payload=96 ! \
+             rtpopusdepay ! opusdec ! audioconvert ! audioresample ! audio/x-raw,rate=16000,channels=1 ! \
+             wavenc ! filesink location={}",
+            sb.web,
+            b.receive,
+            wav.display()
+        ),
+    );
+    let mut tx = gst(
+        dir.path(),
+        "gst-send",
+        &format!(
+            "audiotestsrc freq=1000 is-live=true ! audio/x-raw,rate=48000,channels=1 ! \
+             opusenc bitrate=24000 frame-size=20 ! rtpopuspay pt=96 ssrc={} ! rtpstreampay ! \
+             tcpclientsink host={} port={}",
+            b.ssrc,
+            b.tunnel.ip(),
+            b.tunnel.port()
+        ),
+    );
+    bob.expect_event("CALL_ESTABLISHED", 10 * SEC);
+    std::thread::sleep(4 * SEC);
+    tx.signal("INT");
+    tx.wait_timeout(5 * SEC);
+    bob.expect_event("CALL_CLOSED", 10 * SEC);
+    let rx_done = rx.wait_timeout(10 * SEC);
+    let context = format!(
+        "{}\n{}\n{}\n{}",
+        sb.tails(),
+        bob.tails(),
+        tx.tails(2000),
+        rx.tails(2000)
+    );
+    assert!(
+        rx_done.is_some(),
+        "the receive pipeline did not end\n{context}"
+    );
+    let rec = bob
+        .recording_path()
+        .unwrap_or_else(|| panic!("bob recorded nothing\n{context}"));
+    let bob_heard = read_wav(&rec).unwrap();
+    let client_heard = read_wav(&wav).unwrap();
+    let (up, down) = (
+        common::audio::tone_snr_db(&bob_heard.mono(), bob_heard.rate, 1000.0),
+        common::audio::tone_snr_db(&client_heard.mono(), client_heard.rate, 440.0),
+    );
+    println!("[measure] {name}: GStreamer Opus → phone 1 kHz {up:.1} dB, phone → GStreamer Opus 440 Hz {down:.1} dB");
+    assert_tone_samples(
+        "bob hears GStreamer's Opus",
+        &bob_heard.mono(),
+        bob_heard.rate,
+        1000.0,
+        3.0,
+        &context,
+    );
+    assert_tone_samples(
+        "GStreamer hears bob as Opus",
+        &client_heard.mono(),
+        client_heard.rate,
+        440.0,
+        3.0,
+        &context,
+    );
+    assert!(
+        sb.wait_log(
+            &[
+                &format!("codec pair {pair}"),
+                &format!("transcoding={transcoding}")
+            ],
+            SEC
+        ),
+        "no `codec pair {pair}` transcoding={transcoding} in the log\n{context}"
+    );
+    assert_eq!(rejected(&sb, "unknown_ssrc"), 0.0, "{context}");
+}
+
+#[test]
+fn a_tunnel_client_that_chose_opus_talks_to_a_pcmu_phone_transcoded_both_ways() {
+    gstreamer_opus_call("tunnel-opus-pcmu", "g711.so", "\"pcmu\"", "opus/pcmu", true);
+}
+
+#[test]
+fn a_tunnel_client_that_chose_opus_talks_to_an_opus_phone_passed_through() {
+    gstreamer_opus_call(
+        "tunnel-opus-opus",
+        "opus.so",
+        "\"opus\"",
+        "opus/opus",
+        false,
+    );
+}
+
+#[test]
+fn an_unknown_tunnel_codec_is_refused_with_400_naming_the_choices() {
+    let _serial = serial();
+    let dir = TestDir::new("tunnel-bad-codec");
+    let sb = Skybridge::start(
+        dir.path(),
+        &SkybridgeOpts {
+            auth: anonymous(&["bob"]),
+            dialplan: vec![("bob".into(), "sip:bob@127.0.0.1:9".into())],
+            ..Default::default()
+        },
+    );
+    for bad in ["aac", "nellymoser", "gsm", ""] {
+        let (status, v) = http(
+            sb.web,
+            "POST",
+            "/v1/calls",
+            Some(&json!({ "target": "bob", "codec": bad })),
+        );
+        assert_eq!(status, 400, "{bad}: {v}");
+        assert_eq!(v["error"], "bad_codec", "{v}");
+        assert!(v["reason"].as_str().unwrap().contains("opus"), "{v}");
+    }
+    assert_eq!(rejected(&sb, "bad_codec"), 4.0);
 }

@@ -23,7 +23,7 @@ use crate::call::client_queue::{self, AudioRx, AudioTx};
 use crate::call::driver::{client_audio_queue, new_leg_id, CallRef, ClientSink, ToClient};
 use crate::call::ClientCommand;
 use crate::config::Config;
-use crate::media::MediaFrame;
+use crate::media::{Codec, MediaFrame};
 use crate::ops::metrics as m;
 use crate::relay::Shared;
 use crate::session::{Identity, Route};
@@ -47,6 +47,8 @@ pub struct CallSlot {
     call: Mutex<Option<CallRef>>,
     /// Turns true when the tunnel connection is gone (the receiver stops then too).
     ended: watch::Sender<bool>,
+    /// The codec the client asked for (sent and received), or G.711 as the SIP side chose.
+    codec: Option<Codec>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -160,9 +162,9 @@ where
             }
         }
     };
-    let (ssrc, first_frame) = match first_packet {
-        Packet::Audio { ssrc, frame } => (ssrc, Some(frame)),
-        Packet::Unsupported { ssrc, .. } => (ssrc, None),
+    let (ssrc, first_frame, first_raw) = match first_packet {
+        Packet::Audio { ssrc, frame } => (ssrc, Some(frame), None),
+        Packet::Unsupported { ssrc, packet, .. } => (ssrc, None, Some(packet)),
         Packet::Rtcp(_) => return reject(peer, TunnelError::NotRtp),
     };
     let bound = lock(&shared.tunnels.table).bind(Instant::now(), ssrc, peer.ip().to_canonical());
@@ -183,7 +185,26 @@ where
     let sink = ClientSink {
         audio: sink_audio,
         control: sink_control,
-        caps: crate::media::ClientCaps::G711,
+        caps: match slot.codec {
+            Some(c) => crate::media::ClientCaps::Fixed(c),
+            None => crate::media::ClientCaps::G711,
+        },
+    };
+    // The first packet may be in the chosen codec's dynamic payload type.
+    let first_frame = match (first_frame, first_raw, slot.codec) {
+        (None, Some(raw), Some(codec)) => {
+            reader.set_dynamic(codec);
+            match crate::tunnel::classify(raw, Some(codec)) {
+                Ok(Packet::Audio { frame, .. }) => Some(frame),
+                _ => None,
+            }
+        }
+        (frame, _, codec) => {
+            if let Some(codec) = codec {
+                reader.set_dynamic(codec);
+            }
+            frame
+        }
     };
     let call = match shared.calls.start(&slot.identity, &slot.route, leg, sink) {
         Ok(c) => c,
@@ -363,6 +384,14 @@ struct NewCall {
     #[serde(default)]
     token: Option<String>,
     target: String,
+    /// The codec the client sends and wants to receive (an `rtp.codecs` name).
+    #[serde(default)]
+    codec: Option<String>,
+}
+
+/// Codec names `POST /v1/calls` takes: what RTP carries and the relay transcodes.
+fn tunnel_codec(name: &str) -> Option<Codec> {
+    Codec::from_config_name(name).filter(|c| c.rtpmap().is_some() && c.transcodable())
 }
 
 /// Serves one `/v1/calls…` request whose head is at the front of `buf` (the web listener read
@@ -488,6 +517,21 @@ fn create_call(
             error_json("bad_request", "expected {\"token\": …, \"target\": …}"),
         );
     };
+    let codec = match req.codec.as_deref().map(|n| (n, tunnel_codec(n))) {
+        None => None,
+        Some((_, Some(c))) => Some(c),
+        Some((name, None)) => {
+            warn!(%peer, codec = %name, "tunnel API client refused: unknown codec");
+            metrics::counter!(m::CLIENT_REJECTED_TOTAL, "transport" => TRANSPORT, "reason" => "bad_codec").increment(1);
+            return (
+                400,
+                error_json(
+                    "bad_codec",
+                    "codec must be one of pcmu, pcma, g722, opus, speex, speex/16000, l16, l16/16000, l16/44100, l16/48000",
+                ),
+            );
+        }
+    };
     let identity = match shared.authority.authenticate(req.token.as_deref()) {
         Ok(id) => id,
         Err(why) => {
@@ -516,6 +560,7 @@ fn create_call(
         receiver: Mutex::new(None),
         call: Mutex::new(None),
         ended,
+        codec,
     });
     let mut table = lock(&tunnels.table);
     let mut offered = Err(TunnelError::AlreadyUsed);
@@ -558,13 +603,25 @@ fn create_call(
         tunnel_addr.to_string()
     };
     info!(%peer, call = id, user = slot.identity.name(), target = %slot.route.target, "tunnel call offered");
-    let json = serde_json::json!({
+    let mut json = serde_json::json!({
         "call": id,
         "tunnel": tunnel,
         "ssrc": ssrc,
         "expires_in": tunnels.window.as_secs(),
         "receive": format!("/v1/calls/{id}/rtp?key={key:032x}"),
     });
+    if let (Some(c), Some(obj)) = (codec, json.as_object_mut()) {
+        let (name, clock, channels) = c.rtpmap().unwrap_or(("", 0, None));
+        obj.insert("codec".into(), serde_json::json!(name));
+        obj.insert(
+            "payload_type".into(),
+            serde_json::json!(c.rtp_payload_type()),
+        );
+        obj.insert("clock_rate".into(), serde_json::json!(clock));
+        if let Some(ch) = channels {
+            obj.insert("channels".into(), serde_json::json!(ch));
+        }
+    }
     (201, json.to_string())
 }
 

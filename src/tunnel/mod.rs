@@ -253,7 +253,12 @@ pub enum Packet {
     /// buffer.
     Audio { ssrc: u32, frame: MediaFrame },
     /// RTP with a payload type we do not carry (counted and dropped).
-    Unsupported { ssrc: u32, payload_type: u8 },
+    Unsupported {
+        ssrc: u32,
+        payload_type: u8,
+        /// The whole packet, to read again once the connection's dynamic codec is known.
+        packet: Bytes,
+    },
     /// RTCP (RFC 5761 §4: second byte 192..=223); accepted and ignored for now.
     Rtcp(Bytes),
 }
@@ -279,6 +284,9 @@ impl Default for ReaderLimits {
 #[derive(Debug, Clone)]
 pub struct PacketReader {
     deframer: Deframer,
+    /// The codec the call's client chose (`POST /v1/calls` `codec`), carried with the dynamic
+    /// payload type [`Codec::rtp_payload_type`] gives it (96).
+    dynamic: Option<Codec>,
 }
 
 impl PacketReader {
@@ -288,7 +296,13 @@ impl PacketReader {
                 max_frame_len: limits.max_frame_len,
                 max_empty_run: limits.max_empty_run,
             }),
+            dynamic: None,
         }
+    }
+
+    /// From now on the dynamic payload type (96) carries `codec`.
+    pub fn set_dynamic(&mut self, codec: Codec) {
+        self.dynamic = codec.static_payload_type().is_none().then_some(codec);
     }
 
     /// The next packet in `buf`, or `None` when more bytes are needed. A framing error or a
@@ -298,20 +312,26 @@ impl PacketReader {
         let Some(packet) = self.deframer.read(buf)? else {
             return Ok(None);
         };
-        classify(packet).map(Some)
+        classify(packet, self.dynamic).map(Some)
     }
 }
 
-/// Classifies one deframed packet.
-pub fn classify(packet: Bytes) -> Result<Packet, TunnelError> {
+/// Classifies one deframed packet; `dynamic` is the codec payload type 96 carries, if any.
+pub fn classify(packet: Bytes, dynamic: Option<Codec>) -> Result<Packet, TunnelError> {
     if rtp::is_rtcp(&packet) {
         return Ok(Packet::Rtcp(packet));
     }
     let view = RtpView::parse(&packet).map_err(TunnelError::BadRtp)?;
     let ssrc = view.ssrc();
     let payload_type = view.payload_type();
-    let Some(codec) = Codec::from_rtp_payload_type(payload_type) else {
-        return Ok(Packet::Unsupported { ssrc, payload_type });
+    let codec = Codec::from_rtp_payload_type(payload_type).or(dynamic
+        .filter(|c| c.rtp_payload_type() == payload_type && c.static_payload_type().is_none()));
+    let Some(codec) = codec else {
+        return Ok(Packet::Unsupported {
+            ssrc,
+            payload_type,
+            packet,
+        });
     };
     let frame = MediaFrame {
         codec,
@@ -488,13 +508,53 @@ mod tests {
         rfc4571::write_frame(&mut buf, &rtp_packet(101, 42, &[1, 2, 3, 4])).unwrap();
         let mut r = PacketReader::new(ReaderLimits::default());
         assert!(matches!(r.next(&mut buf).unwrap(), Some(Packet::Rtcp(_))));
-        assert_eq!(
+        assert!(matches!(
             r.next(&mut buf).unwrap(),
             Some(Packet::Unsupported {
                 ssrc: 42,
-                payload_type: 101
+                payload_type: 101,
+                ..
             })
+        ));
+    }
+
+    #[test]
+    fn the_dynamic_payload_type_carries_the_codec_the_client_chose() {
+        let opus = rtp_packet(96, 7, &[0x78, 1, 2]);
+        let mut buf = BytesMut::new();
+        rfc4571::write_frame(&mut buf, &opus).unwrap();
+        rfc4571::write_frame(&mut buf, &opus).unwrap();
+        rfc4571::write_frame(&mut buf, &rtp_packet(0, 7, &[0xFF; 160])).unwrap();
+        rfc4571::write_frame(&mut buf, &rtp_packet(97, 7, &[1])).unwrap();
+        let mut r = PacketReader::new(ReaderLimits::default());
+        let Some(Packet::Unsupported { packet, .. }) = r.next(&mut buf).unwrap() else {
+            panic!("96 means nothing before the codec is known");
+        };
+        let again = classify(packet, Some(Codec::Opus)).unwrap();
+        assert!(matches!(again, Packet::Audio { ssrc: 7, frame } if frame.codec == Codec::Opus));
+        r.set_dynamic(Codec::Opus);
+        assert!(matches!(r.next(&mut buf).unwrap(),
+            Some(Packet::Audio { frame, .. }) if frame.codec == Codec::Opus && frame.payload[..] == [0x78, 1, 2]));
+        assert!(
+            matches!(r.next(&mut buf).unwrap(),
+            Some(Packet::Audio { frame, .. }) if frame.codec == Codec::Pcmu),
+            "static types still work"
         );
+        assert!(matches!(
+            r.next(&mut buf).unwrap(),
+            Some(Packet::Unsupported {
+                payload_type: 97,
+                ..
+            })
+        ));
+        // A static codec's choice adds no dynamic type.
+        r.set_dynamic(Codec::G722);
+        let mut buf = BytesMut::new();
+        rfc4571::write_frame(&mut buf, &opus).unwrap();
+        assert!(matches!(
+            r.next(&mut buf).unwrap(),
+            Some(Packet::Unsupported { .. })
+        ));
     }
 
     #[test]
