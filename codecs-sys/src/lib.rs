@@ -18,7 +18,12 @@
 //! - every sample pointer passed to libspeex points at a buffer of at least one frame
 //!   (`frame_samples()` samples for the mode the state was created with).
 //!
-//! Per frame nothing is allocated: libspeex works in the state it allocated at init.
+//! Per frame nothing is allocated: libspeex works in the state it allocated at init
+//! (`tests/no_alloc.rs` counts every heap call of the process, libspeex's included).
+//!
+//! Encoders take [`SpeexEncoderSettings`] (quality, complexity, wideband high-band submode);
+//! [`SpeexEncoder::narrowband_for_wideband`] codes 8 kHz audio as a stream wideband decoders
+//! play, without the wideband encoder's QMF split and high-band search.
 
 use std::ffi::{c_char, c_int, c_void};
 use std::ptr::NonNull;

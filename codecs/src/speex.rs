@@ -6,6 +6,10 @@
 //!   `speex/16000`); a payload is one or more frames concatenated, padded to an octet with a
 //!   `0` bit then `1` bits (§3.3) — the decoder finds the frame count from the bit stream.
 //!
+//! [`encoder_for_source`] picks the encoder for a stream from the rate of the audio it carries
+//! (a wideband stream of 8 kHz audio is coded as narrowband frames, which every wideband
+//! decoder plays: about 60 % of the wideband encoder's cost, and better audio).
+//!
 //! The coders are [`SpeexEncoder`] / [`SpeexDecoder`] from `skybridge-codecs-sys`, the
 //! workspace's only crate with `unsafe` (why: see its docs). Nothing is allocated per frame.
 //! libspeex prints a `notification: …` line to stderr for each corrupt frame it meets; a
