@@ -11,7 +11,7 @@
 //! Every `unsafe` block carries a `SAFETY:` comment. The invariants they rely on:
 //! - `state` pointers come from `speex_{en,de}coder_init`, are checked non-null, are owned by
 //!   exactly one Rust value and destroyed once, in its `Drop`;
-//! - [`Bits`] is initialised by `speex_bits_init` (which allocates its own 2000-byte buffer)
+//! - `Bits` is initialised by `speex_bits_init` (which allocates its own 2000-byte buffer)
 //!   and destroyed once; we never feed it more than [`MAX_PACKET_BYTES`] (< 2000), so
 //!   libspeex never reallocates it while reading, and packets never grow it past that while
 //!   writing (at most [`MAX_FRAMES_PER_PACKET`] frames of ≤ 106 bytes);

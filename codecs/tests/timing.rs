@@ -357,7 +357,9 @@ fn speex_encoder_settings() {
     }
 }
 
-/// Writes, per variant `k` and signal (`speech`, `t1000`, `t3400`), our wideband decoder's
+/// Writes, per variant `k` and signal (`speech`; `t1000`, 6 s of 1 kHz, long enough to show
+/// ffmpeg's own float decoder drifting off a steady tone after ~2 s whatever the encoder;
+/// `t3400`, 2 s of 3.4 kHz), our wideband decoder's
 /// output `<k>_<signal>.raw` and the packets as FLV (SoundFormat 11) with 1 and 3 frames per
 /// tag, `<k>_<signal>_1.flv` / `_3.flv`, for decoding with ffmpeg and scoring outside.
 fn dump_for_external_checks(variants: &[SpeexVariant], dir: &std::path::Path) {
