@@ -11,14 +11,19 @@
 //! Every `unsafe` block carries a `SAFETY:` comment. The invariants they rely on:
 //! - `state` pointers come from `speex_{en,de}coder_init`, are checked non-null, are owned by
 //!   exactly one Rust value and destroyed once, in its `Drop`;
-//! - [`Bits`] is initialised by `speex_bits_init` (which allocates its own 2000-byte buffer)
+//! - `Bits` is initialised by `speex_bits_init` (which allocates its own 2000-byte buffer)
 //!   and destroyed once; we never feed it more than [`MAX_PACKET_BYTES`] (< 2000), so
 //!   libspeex never reallocates it while reading, and packets never grow it past that while
 //!   writing (at most [`MAX_FRAMES_PER_PACKET`] frames of ≤ 106 bytes);
 //! - every sample pointer passed to libspeex points at a buffer of at least one frame
 //!   (`frame_samples()` samples for the mode the state was created with).
 //!
-//! Per frame nothing is allocated: libspeex works in the state it allocated at init.
+//! Per frame nothing is allocated: libspeex works in the state it allocated at init
+//! (`tests/no_alloc.rs` counts every heap call of the process, libspeex's included).
+//!
+//! Encoders take [`SpeexEncoderSettings`] (quality, complexity, wideband high-band submode);
+//! [`SpeexEncoder::narrowband_for_wideband`] codes 8 kHz audio as a stream wideband decoders
+//! play, without the wideband encoder's QMF split and high-band search.
 
 use std::ffi::{c_char, c_int, c_void};
 use std::ptr::NonNull;
@@ -66,7 +71,13 @@ extern "C" {
 const SPEEX_MODEID_NB: c_int = 0;
 const SPEEX_MODEID_WB: c_int = 1;
 const SPEEX_SET_QUALITY: c_int = 4;
+const SPEEX_SET_HIGH_MODE: c_int = 10;
 const SPEEX_SET_COMPLEXITY: c_int = 16;
+const SPEEX_GET_COMPLEXITY: c_int = 17;
+
+/// Highest wideband high-band submode (libspeex's `sb_wb_mode` has submodes 0..=4; larger
+/// values would index past its table, so we never pass one).
+pub const MAX_HIGH_BAND_MODE: u8 = 4;
 
 /// Largest packet [`SpeexDecoder::decode`] accepts, in bytes (below libspeex's 2000-byte bit
 /// buffer, so reading never reallocates).
@@ -152,6 +163,34 @@ pub enum SpeexError {
     },
 }
 
+/// Encoder settings beyond the mode: what libspeex codes (quality, high band) and how hard it
+/// searches (complexity). VBR, VAD and DTX stay off (libspeex's defaults): a constant bit
+/// rate and no silence frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SpeexEncoderSettings {
+    /// Quality 0..=10 (clamped): picks the narrowband submode (and, wideband, the high-band
+    /// one). 8 ≈ 15 kbit/s narrowband, ≈ 23.8 kbit/s wideband.
+    pub quality: u8,
+    /// Search effort 0..=10 (clamped; libspeex raises the wideband high band's to 1).
+    /// libspeex's own default is 2.
+    pub complexity: u8,
+    /// Wideband only: the high-band submode 1..=[`MAX_HIGH_BAND_MODE`] (clamped; 0 means 1)
+    /// instead of the one `quality` picks. Ignored by narrowband coders.
+    pub high_band_mode: Option<u8>,
+}
+
+impl SpeexEncoderSettings {
+    /// `quality` at complexity 3 (as ffmpeg's libspeex encoder), high band by quality: what
+    /// [`SpeexEncoder::new`] uses.
+    pub const fn new(quality: u8) -> SpeexEncoderSettings {
+        SpeexEncoderSettings {
+            quality,
+            complexity: 3,
+            high_band_mode: None,
+        }
+    }
+}
+
 /// An owned, initialised `SpeexBits`.
 struct Bits(RawBits);
 
@@ -194,7 +233,10 @@ impl Drop for Bits {
 pub struct SpeexEncoder {
     state: NonNull<c_void>,
     bits: Bits,
+    /// Mode of the coder (the PCM it takes).
     mode: SpeexMode,
+    /// Mode of the decoder its packets are for.
+    stream_mode: SpeexMode,
     /// libspeex takes a mutable input pointer; we give it a copy, never the caller's slice.
     scratch: [i16; MAX_FRAME],
 }
@@ -206,8 +248,17 @@ unsafe impl Send for SpeexEncoder {}
 
 impl SpeexEncoder {
     /// An encoder for `mode` at `quality` 0..=10 (clamped; 8 ≈ 15 kbit/s narrowband,
-    /// 8 ≈ 23.8 kbit/s wideband), complexity 3 (as ffmpeg; at 2 and below a pure tone we encode drives ffmpeg's float decoder unstable).
+    /// 8 ≈ 23.8 kbit/s wideband), complexity 3 (as ffmpeg; at 2 and below a pure tone we
+    /// encode drives ffmpeg's float decoder unstable).
     pub fn new(mode: SpeexMode, quality: u8) -> Result<SpeexEncoder, SpeexError> {
+        SpeexEncoder::with_settings(mode, SpeexEncoderSettings::new(quality))
+    }
+
+    /// An encoder for `mode` with explicit `settings`.
+    pub fn with_settings(
+        mode: SpeexMode,
+        settings: SpeexEncoderSettings,
+    ) -> Result<SpeexEncoder, SpeexError> {
         let raw_mode = mode.raw()?;
         // SAFETY: `raw_mode` is a valid mode table from speex_lib_get_mode; the returned state
         // is checked for null.
@@ -217,21 +268,74 @@ impl SpeexEncoder {
             state,
             bits: Bits::new()?,
             mode,
+            stream_mode: mode,
             scratch: [0; MAX_FRAME],
         };
-        enc.ctl(SPEEX_SET_QUALITY, c_int::from(quality.min(10)));
-        enc.ctl(SPEEX_SET_COMPLEXITY, 3);
+        enc.ctl(SPEEX_SET_QUALITY, c_int::from(settings.quality.min(10)));
+        enc.ctl(
+            SPEEX_SET_COMPLEXITY,
+            c_int::from(settings.complexity.min(10)),
+        );
+        if let (SpeexMode::Wideband, Some(high)) = (mode, settings.high_band_mode) {
+            // After SET_QUALITY, which also sets the high-band submode.
+            enc.ctl(
+                SPEEX_SET_HIGH_MODE,
+                c_int::from(high.clamp(1, MAX_HIGH_BAND_MODE)),
+            );
+        }
+        Ok(enc)
+    }
+
+    /// A wideband *stream* coded from 8 kHz PCM: a narrowband coder (160-sample frames at
+    /// 8 kHz) whose packets every wideband decoder plays, at 16 kHz with nothing above 4 kHz.
+    ///
+    /// Speex's bit stream is embedded: a wideband frame is a narrowband frame followed by an
+    /// optional high-band layer that starts with a `1` bit; a wideband decoder that finds no
+    /// such layer (the next bit is the `0` that starts the next narrowband frame, the padding's
+    /// `0`, or the packet's end) decodes the frame with a silent high band (libspeex
+    /// `sb_decode`, ffmpeg's native decoder alike). For audio that comes from an 8 kHz leg this
+    /// drops the 8 → 16 kHz resampler, the QMF split and the high-band search, and spends no
+    /// bits on a band that holds nothing. `settings.high_band_mode` is ignored.
+    pub fn narrowband_for_wideband(
+        settings: SpeexEncoderSettings,
+    ) -> Result<SpeexEncoder, SpeexError> {
+        let mut enc = SpeexEncoder::with_settings(SpeexMode::Narrowband, settings)?;
+        enc.stream_mode = SpeexMode::Wideband;
         Ok(enc)
     }
 
     fn ctl(&mut self, request: c_int, value: c_int) {
         let mut v = value;
-        // SAFETY: `state` is a live encoder state; both requests used here read one c_int
-        // through `ptr`, which points at a live local.
+        // SAFETY: `state` is a live encoder state; every request used here (SET_QUALITY,
+        // SET_COMPLEXITY, SET_HIGH_MODE) reads one c_int through `ptr`, which points at a live
+        // local. SET_HIGH_MODE indexes a table with the value unchecked, so the one caller
+        // passes only 1..=MAX_HIGH_BAND_MODE.
         unsafe { speex_encoder_ctl(self.state.as_ptr(), request, (&mut v as *mut c_int).cast()) };
     }
 
-    /// The mode this encoder codes.
+    /// The complexity libspeex uses (after its own clamping).
+    pub fn complexity(&self) -> u8 {
+        let mut v: c_int = 0;
+        // SAFETY: `state` is a live encoder state; GET_COMPLEXITY writes one c_int through
+        // `ptr`, which points at a live local.
+        unsafe {
+            speex_encoder_ctl(
+                self.state.as_ptr(),
+                SPEEX_GET_COMPLEXITY,
+                (&mut v as *mut c_int).cast(),
+            )
+        };
+        u8::try_from(v).unwrap_or(u8::MAX)
+    }
+
+    /// The mode of the decoder its packets are for: [`SpeexEncoder::mode`], except for
+    /// [`SpeexEncoder::narrowband_for_wideband`] (wideband).
+    pub fn stream_mode(&self) -> SpeexMode {
+        self.stream_mode
+    }
+
+    /// The mode this encoder codes: its PCM rate and frame size (`frame_samples()` samples at
+    /// `sample_rate()` per 20 ms frame).
     pub fn mode(&self) -> SpeexMode {
         self.mode
     }
@@ -414,6 +518,80 @@ mod tests {
             let mut out = [0i16; 960];
             assert_eq!(dec.decode(Some(&pkt[..n]), &mut out), Ok(f * 3), "{mode:?}");
         }
+    }
+
+    /// Bytes of one encoded 20 ms frame (constant bit rate: every frame is alike).
+    fn frame_bytes(enc: &mut SpeexEncoder) -> usize {
+        let f = enc.mode().frame_samples();
+        let pcm = tone(enc.mode().sample_rate(), f);
+        let mut pkt = [0u8; 200];
+        enc.encode(&pcm, &mut pkt).unwrap()
+    }
+
+    fn settings(quality: u8, complexity: u8, high: Option<u8>) -> SpeexEncoderSettings {
+        SpeexEncoderSettings {
+            quality,
+            complexity,
+            high_band_mode: high,
+        }
+    }
+
+    #[test]
+    fn settings_pick_the_submodes_and_complexity_libspeex_codes_with() {
+        let wb = |q, c, h| SpeexEncoder::with_settings(SpeexMode::Wideband, settings(q, c, h));
+        // Wideband quality 8: narrowband submode 6 (364 bits) + high-band submode 3.
+        assert_eq!(frame_bytes(&mut wb(8, 3, None).unwrap()), 70);
+        assert_eq!(frame_bytes(&mut wb(8, 3, Some(2)).unwrap()), 60);
+        assert_eq!(frame_bytes(&mut wb(8, 3, Some(1)).unwrap()), 50);
+        assert_eq!(frame_bytes(&mut wb(9, 3, Some(1)).unwrap()), 66);
+        // Out-of-range high-band submodes are clamped to 1..=4, never handed to libspeex.
+        assert_eq!(frame_bytes(&mut wb(8, 3, Some(0)).unwrap()), 50);
+        assert_eq!(
+            frame_bytes(&mut wb(8, 3, Some(200)).unwrap()),
+            frame_bytes(&mut wb(8, 3, Some(MAX_HIGH_BAND_MODE)).unwrap())
+        );
+        // The same settings through `new`.
+        let mut default = SpeexEncoder::new(SpeexMode::Wideband, 8).unwrap();
+        assert_eq!(frame_bytes(&mut default), 70);
+        assert_eq!(default.complexity(), 3);
+        // Complexity: clamped to 10 by us, raised to 1 by libspeex's wideband coder.
+        assert_eq!(wb(8, 200, None).unwrap().complexity(), 10);
+        assert_eq!(wb(8, 0, None).unwrap().complexity(), 1);
+        let nb = |q, c| SpeexEncoder::with_settings(SpeexMode::Narrowband, settings(q, c, None));
+        assert_eq!(nb(8, 0).unwrap().complexity(), 0);
+        // Narrowband quality 8, 9, 10: submodes 5, 6, 7 (300, 364, 492 bits); the high band
+        // setting is ignored.
+        assert_eq!(frame_bytes(&mut nb(8, 3).unwrap()), 38);
+        assert_eq!(frame_bytes(&mut nb(9, 3).unwrap()), 46);
+        assert_eq!(frame_bytes(&mut nb(10, 3).unwrap()), 62);
+        let mut nb_high =
+            SpeexEncoder::with_settings(SpeexMode::Narrowband, settings(10, 3, Some(1))).unwrap();
+        assert_eq!(frame_bytes(&mut nb_high), 62);
+    }
+
+    #[test]
+    fn narrowband_for_wideband_takes_8_khz_frames_and_decodes_in_a_wideband_decoder() {
+        let mut enc = SpeexEncoder::narrowband_for_wideband(settings(10, 3, Some(1))).unwrap();
+        assert_eq!(enc.mode(), SpeexMode::Narrowband);
+        assert_eq!(enc.stream_mode(), SpeexMode::Wideband);
+        assert_eq!(enc.complexity(), 3);
+        let mut dec = SpeexDecoder::new(SpeexMode::Wideband).unwrap();
+        let pcm = tone(8000, 160 * 3);
+        let mut pkt = [0u8; 400];
+        let mut out = [0i16; 320 * 4];
+        // One frame per packet: 62 bytes (narrowband submode 7), 320 samples at 16 kHz.
+        let n = enc.encode(&pcm[..160], &mut pkt).unwrap();
+        assert_eq!(n, 62);
+        assert_eq!(dec.decode(Some(&pkt[..n]), &mut out), Ok(320));
+        // Three frames per packet: three 16 kHz frames, no frame lost or invented.
+        let n = enc.encode(&pcm, &mut pkt).unwrap();
+        assert_eq!(n, 62 * 3 - 1, "492 bits a frame, padded once at the end");
+        assert_eq!(dec.decode(Some(&pkt[..n]), &mut out), Ok(960));
+        // Frames are 160 samples (8 kHz), whatever the stream's mode.
+        assert!(matches!(
+            enc.encode(&pcm[..100], &mut pkt),
+            Err(SpeexError::FrameSize { frame: 160, .. })
+        ));
     }
 
     #[test]
