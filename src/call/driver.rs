@@ -23,7 +23,7 @@ use crate::session::{Authority, Identity, Route};
 use crate::sip::{CallHandle, Credentials, OutgoingCall};
 use crate::sip_endpoint::{sleep_until_opt, SipCallEvent, SipHandle};
 use crate::transcode::pool::{TranscodeHandle, TranscodePool, Work};
-use crate::transcode::Transcoder;
+use crate::transcode::{Link, Transcoder};
 
 /// Where a call sends what its client legs must see. Everything is tagged with the leg it is
 /// for, so one connection can hold several calls (and several legs) on one pair of channels.
@@ -539,7 +539,7 @@ impl Media {
             }
             _ => {
                 self.to_sip = None;
-                match new_session(from, sip, ptime, self.xcoded_sink()) {
+                match new_session(Link::Lossy, from, sip, ptime, self.xcoded_sink()) {
                     Ok(h) => self.to_sip = Some((from, Some(sip), h)),
                     Err(e) => {
                         metrics::counter!(m::PACKETS_DROPPED_TOTAL, m::label::REASON => m::drop_reason::UNSUPPORTED_CODEC)
@@ -596,12 +596,13 @@ impl Media {
 
 /// A transcoder from `from` to `to` on the process's pool.
 fn new_session(
+    link: Link,
     from: Codec,
     to: Codec,
     frame: Duration,
     sink: crate::transcode::pool::Sink,
 ) -> Result<TranscodeHandle, String> {
-    let t = Transcoder::new(from, to, frame).map_err(|e| e.to_string())?;
+    let t = Transcoder::toward(link, from, to, frame).map_err(|e| e.to_string())?;
     let pool = TranscodePool::global().ok_or("no transcoding pool")?;
     Ok(pool.session(t, sink))
 }
@@ -1026,9 +1027,15 @@ impl CallTask {
                                 ) * 1000
                                     / u64::from(frame.codec.clock_rate()),
                             );
-                            leg.concealer = new_session(frame.codec, frame.codec, frame_len, out)
-                                .ok()
-                                .map(|h| (frame.codec, h));
+                            leg.concealer = new_session(
+                                Link::Reliable,
+                                frame.codec,
+                                frame.codec,
+                                frame_len,
+                                out,
+                            )
+                            .ok()
+                            .map(|h| (frame.codec, h));
                         }
                         if let Some((_, h)) = &leg.concealer {
                             h.submit(Work::PrimeConceal {
@@ -1055,7 +1062,7 @@ impl CallTask {
                     let _ = audio.send((leg_id, f));
                 });
                 let ptime = Duration::from_millis(u64::from(self.calls.ctx.config.rtp.ptime_ms));
-                match new_session(frame.codec, want, ptime, out) {
+                match new_session(Link::Reliable, frame.codec, want, ptime, out) {
                     Ok(h) => {
                         debug!(
                             from = frame.codec.name(),

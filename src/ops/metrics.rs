@@ -59,8 +59,9 @@ pub const TRANSCODING_CALLS: &str = "skybridge_transcoding_calls";
 /// Audio frames synthesised toward clients by packet loss concealment (repeat and fade).
 pub const PLC_FRAMES_TOTAL: &str = "skybridge_plc_frames_total";
 
-/// Counter: lost frames toward a client recovered from the next packet's in-band FEC (Opus).
-pub const FEC_RECOVERED_FRAMES_TOTAL: &str = "skybridge_fec_recovered_frames_total";
+/// Counter: lost frames toward a client decoded from the next Opus packet's in-band FEC data
+/// (libopus conceals instead when that packet carries none).
+pub const FEC_DECODED_FRAMES_TOTAL: &str = "skybridge_fec_decoded_frames_total";
 
 /// Every metric name, for documentation and tests.
 pub const ALL: [&str; 19] = [
@@ -82,7 +83,7 @@ pub const ALL: [&str; 19] = [
     CALLS_BY_CODEC_PAIR,
     TRANSCODING_CALLS,
     PLC_FRAMES_TOTAL,
-    FEC_RECOVERED_FRAMES_TOTAL,
+    FEC_DECODED_FRAMES_TOTAL,
 ];
 
 /// Label keys.
@@ -250,9 +251,9 @@ pub fn describe() {
         "Audio frames synthesised toward clients by packet loss concealment."
     );
     describe_counter!(
-        FEC_RECOVERED_FRAMES_TOTAL,
+        FEC_DECODED_FRAMES_TOTAL,
         Unit::Count,
-        "Lost audio frames toward clients recovered from the next packet's in-band FEC (Opus)."
+        "Lost audio frames toward clients decoded from the next Opus packet's in-band FEC data (libopus conceals instead when that packet carries none)."
     );
 }
 
@@ -318,7 +319,7 @@ mod tests {
         metrics::gauge!(CALLS_BY_CODEC_PAIR, codec_label::CLIENT => "nellymoser", codec_label::SIP => "pcmu").set(1.0);
         metrics::gauge!(TRANSCODING_CALLS).set(1.0);
         metrics::counter!(PLC_FRAMES_TOTAL).increment(1);
-        metrics::counter!(FEC_RECOVERED_FRAMES_TOTAL).increment(1);
+        metrics::counter!(FEC_DECODED_FRAMES_TOTAL).increment(1);
     }
 
     #[test]

@@ -76,6 +76,16 @@ const OPUS_BITRATE: i32 = 24_000;
 /// Largest Speex frame in bytes (wideband quality 10: 492 + 352 bits, rounded up).
 const SPEEX_MAX_FRAME_BYTES: usize = 110;
 
+/// What carries a transcoder's output: it decides whether coders spend bits and CPU on loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Link {
+    /// RTP over UDP toward SIP: Opus adds in-band FEC (RFC 7587 §3.3).
+    #[default]
+    Lossy,
+    /// TCP toward a client (RTMP, WebSocket, RFC 4571): no FEC, cheaper Opus encoding.
+    Reliable,
+}
+
 /// Why a transcoder could not be built or a frame not converted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TranscodeError {
@@ -265,8 +275,9 @@ enum Encoder {
 }
 
 impl Encoder {
-    /// An encoder of `codec` taking PCM at `rate` (the codec's sample rate, except Opus).
-    fn new(codec: Codec, rate: u32) -> Result<Encoder, TranscodeError> {
+    /// An encoder of `codec` taking PCM at `pcm_rate` (the codec's sample rate, except Opus and
+    /// wideband Speex of narrowband audio).
+    fn new(codec: Codec, pcm_rate: u32, link: Link) -> Result<Encoder, TranscodeError> {
         let unsupported = TranscodeError::Unsupported(codec);
         Ok(match codec {
             Codec::Pcmu => Encoder::Ulaw,
@@ -278,12 +289,18 @@ impl Encoder {
             Codec::Speex { rate } => {
                 let mode =
                     speex::mode_for_clock_rate(rate).ok_or(TranscodeError::Unsupported(codec))?;
+                // 8 kHz PCM for a wideband stream: libspeex's narrowband frames, which wideband
+                // decoders play (speex::encoder_for_source).
                 Encoder::Speex(Box::new(
-                    SpeexEncoder::new(mode, speex::DEFAULT_QUALITY).map_err(|_| unsupported)?,
+                    speex::encoder_for_source(mode, pcm_rate).map_err(|_| unsupported)?,
                 ))
             }
             Codec::Opus => Encoder::Opus(Box::new(
-                OpusEncoder::new(rate, OPUS_BITRATE).map_err(|_| unsupported)?,
+                match link {
+                    Link::Lossy => OpusEncoder::new(pcm_rate, OPUS_BITRATE),
+                    Link::Reliable => OpusEncoder::for_reliable_link(pcm_rate, OPUS_BITRATE),
+                }
+                .map_err(|_| unsupported)?,
             )),
             // Stereo PCM is never chosen for output; AAC is decoded only.
             Codec::PcmLe { stereo: true, .. } | Codec::Aac { .. } => {
@@ -395,6 +412,8 @@ pub struct Transcoder {
     ready: std::collections::VecDeque<MediaFrame>,
     /// Decoding only, output not chosen yet ([`Transcoder::warming`]).
     warming: bool,
+    /// What carries the output.
+    link: Link,
 }
 
 impl Transcoder {
@@ -403,14 +422,33 @@ impl Transcoder {
     /// An Opus side runs at [`opus_pcm_rate`] of the other side's rate; Opus output frames
     /// are always 20 ms (one Opus frame per RTP packet, RFC 7587 §4.2).
     pub fn new(from: Codec, to: Codec, frame: Duration) -> Result<Transcoder, TranscodeError> {
+        Transcoder::toward(Link::Lossy, from, to, frame)
+    }
+
+    /// [`Transcoder::new`] for output carried over `link`.
+    pub fn toward(
+        link: Link,
+        from: Codec,
+        to: Codec,
+        frame: Duration,
+    ) -> Result<Transcoder, TranscodeError> {
         let (in_rate, out_rate) = match (from, to) {
             (Codec::Opus, Codec::Opus) => (48_000, 48_000),
             (Codec::Opus, _) => (opus_pcm_rate(to.sample_rate()), to.sample_rate()),
             (_, Codec::Opus) => (from.sample_rate(), opus_pcm_rate(from.sample_rate())),
+            // A wideband Speex stream of narrowband audio is coded from 8 kHz, no resampler.
+            (_, Codec::Speex { rate }) => {
+                let mode =
+                    speex::mode_for_clock_rate(rate).ok_or(TranscodeError::Unsupported(to))?;
+                (
+                    from.sample_rate(),
+                    speex::encoder_pcm_rate(mode, from.sample_rate()),
+                )
+            }
             _ => (from.sample_rate(), to.sample_rate()),
         };
         let decoder = Decoder::new(from, in_rate)?;
-        let encoder = Encoder::new(to, out_rate)?;
+        let encoder = Encoder::new(to, out_rate, link)?;
         let resampler = if in_rate == out_rate {
             None
         } else {
@@ -458,6 +496,7 @@ impl Transcoder {
             stats: TranscodeStats::default(),
             ready: std::collections::VecDeque::with_capacity(64),
             warming: false,
+            link,
         })
     }
 
@@ -481,7 +520,7 @@ impl Transcoder {
     /// decoder runs at the other side's rate). Builds the new coders: once per call, not per
     /// frame.
     pub fn retarget(&mut self, to: Codec, frame: Duration) -> Result<(), TranscodeError> {
-        let mut next = Transcoder::new(self.from, to, frame)?;
+        let mut next = Transcoder::toward(self.link, self.from, to, frame)?;
         if next.in_rate == self.in_rate {
             std::mem::swap(&mut next.decoder, &mut self.decoder);
         }
@@ -843,7 +882,12 @@ mod tests {
 
     /// [`encode_stream`] from PCM at `rate` (Opus: libopus then codes at that rate).
     fn encode_stream_from(codec: Codec, rate: u32, pcm: &[i16]) -> Vec<MediaFrame> {
-        let mut t = Transcoder::new(Codec::L16 { rate }, codec, PTIME).unwrap();
+        encode_stream_over(Link::Lossy, codec, rate, pcm)
+    }
+
+    /// [`encode_stream_from`] by an encoder for output over `link`.
+    fn encode_stream_over(link: Link, codec: Codec, rate: u32, pcm: &[i16]) -> Vec<MediaFrame> {
+        let mut t = Transcoder::toward(link, Codec::L16 { rate }, codec, PTIME).unwrap();
         let mut frames = Vec::new();
         let step = rate as usize / 50;
         for (i, chunk) in pcm.chunks(step).enumerate() {
@@ -1062,6 +1106,28 @@ mod tests {
         run(&mut t, &frames[..lost_at]);
         let (c, r, res) = t.push_after_loss(&frames[lost_at + 3], 3);
         assert_eq!((c, r, res), (2, 1, Ok(())));
+        // Toward a client over TCP nothing is lost: no FEC data, so fewer bytes, and the next
+        // packet cannot restore the lost frame.
+        let tcp = encode_stream_over(Link::Reliable, Codec::Opus, 8000, &pcm);
+        let bytes = |f: &[MediaFrame]| f.iter().map(|f| f.payload.len()).sum::<usize>();
+        assert!(
+            bytes(&tcp) * 10 < bytes(&frames) * 9,
+            "{} bytes without FEC, {} with",
+            bytes(&tcp),
+            bytes(&frames)
+        );
+        let mut t = Transcoder::new(Codec::Opus, to, PTIME).unwrap();
+        let mut out = run(&mut t, &tcp[..lost_at]);
+        let (_, r, _) = t.push_after_loss(&tcp[lost_at + 1], 1);
+        assert_eq!(r, 1, "tried");
+        while let Some(o) = t.poll() {
+            out.push(o);
+        }
+        let no_fec = decode_stream(to, &out);
+        assert!(
+            at(&no_fec, 1500.0) < at(&with_fec, 1500.0) / 2.0,
+            "nothing to recover without FEC data"
+        );
         // A codec without FEC conceals every lost frame.
         let pcmu = encode_stream(Codec::Pcmu, &tone::sine(500.0, 8000.0, 8000, 8000));
         let mut t = Transcoder::new(Codec::Pcmu, to, PTIME).unwrap();
@@ -1248,14 +1314,24 @@ mod tests {
         // 44.1 kHz AAC goes through the resampler to a 48 kHz encoder.
         assert_eq!(opus_pcm_rate(44_100), 48_000);
         assert_eq!(opus_pcm_rate(11_025), 16_000);
-        // Speex packs several 20 ms frames per packet at a longer ptime.
+        // Speex packs several 20 ms frames per packet at a longer ptime. A wideband stream of
+        // 8 kHz audio is coded from 8 kHz (narrowband frames), stamped in the 16 kHz clock.
         let t = Transcoder::new(
             Codec::Pcmu,
             Codec::Speex { rate: 16000 },
             Duration::from_millis(40),
         )
         .unwrap();
-        assert_eq!(t.frame_samples(), 640);
+        assert_eq!(t.frame_samples(), 320, "40 ms at 8 kHz");
+        assert!(t.resampler.is_none(), "no 8 → 16 kHz resampler");
+        let (frames, pcm) = through(Codec::Pcmu, Codec::Speex { rate: 16000 }, 1000.0);
+        for pair in frames.windows(2) {
+            assert_eq!(pair[1].timestamp.wrapping_sub(pair[0].timestamp), 320);
+        }
+        assert!(tone::snr_db(&pcm[3200..], 1000.0, 16000) > 30.0);
+        // 16 kHz audio keeps the wideband encoder.
+        let t = Transcoder::new(Codec::G722, Codec::Speex { rate: 16000 }, PTIME).unwrap();
+        assert_eq!((t.frame_samples(), t.resampler.is_none()), (320, true));
     }
 
     #[test]

@@ -151,7 +151,7 @@ fn run(job: Job) {
         Work::FrameAfterLoss { frame, lost } => {
             let (concealed, recovered, result) = t.push_after_loss(&frame, lost);
             metrics::counter!(m::PLC_FRAMES_TOTAL).increment(u64::from(concealed));
-            metrics::counter!(m::FEC_RECOVERED_FRAMES_TOTAL).increment(u64::from(recovered));
+            metrics::counter!(m::FEC_DECODED_FRAMES_TOTAL).increment(u64::from(recovered));
             if let Err(e) = result {
                 debug!(error = %e, "frame not transcoded");
                 metrics::counter!(m::PACKETS_DROPPED_TOTAL, m::label::REASON => m::drop_reason::TRANSCODE_ERROR)
