@@ -460,11 +460,14 @@ impl ClientCaps {
 }
 
 /// A PCM rate the resampler handles for `rate`.
+/// The PCM rate to send a player for audio at `rate`: one an FLV tag header can name (11025,
+/// 22050 or 44100 Hz; Flash plays no other and ffmpeg reads 8/16/48 kHz PCM only with
+/// `onMetaData`), at or above `rate` so nothing is lost.
 fn pcm_rate(rate: u32) -> u32 {
-    if skybridge_codecs::resample::SUPPORTED_RATES.contains(&rate) {
-        rate
-    } else {
-        16000
+    match rate {
+        0..=11025 => 11025,
+        11026..=22050 => 22050,
+        _ => 44100,
     }
 }
 
@@ -565,9 +568,24 @@ mod tests {
             rate,
             stereo: false,
         };
-        assert_eq!(pick("pcm", Codec::Pcmu), pcm(8000));
-        assert_eq!(pick("pcm", Codec::G722), pcm(16000));
-        assert_eq!(pick("pcm", Codec::Opus), pcm(48000));
+        // At a rate an FLV tag header names, at or above the SIP leg's.
+        assert_eq!(pick("pcm", Codec::Pcmu), pcm(11025));
+        assert_eq!(pick("pcm", Codec::G722), pcm(22050));
+        assert_eq!(pick("pcm", Codec::Opus), pcm(44100));
+        for sip in [
+            Codec::Pcmu,
+            Codec::G722,
+            Codec::Opus,
+            Codec::L16 { rate: 48000 },
+        ] {
+            let c = pick("pcm", sip);
+            let h = c.flv_tag_header().unwrap();
+            assert_eq!(
+                Codec::from_flv(h, None),
+                Some(c),
+                "{sip:?}: the header alone names it"
+            );
+        }
         for name in flash_snd::PLAY_CODECS {
             assert!(flash_snd::from_play_codec(name).is_some(), "{name}");
         }
@@ -595,7 +613,7 @@ mod tests {
         assert_eq!(
             unknown.choose(Codec::G722),
             Codec::PcmLe {
-                rate: 16000,
+                rate: 22050,
                 stereo: false
             }
         );
