@@ -125,6 +125,7 @@ mod tests {
             audio,
             control,
             caps: crate::media::ClientCaps::G711,
+            wants_audio: true,
         }
     }
 

@@ -201,6 +201,13 @@ fn an_rtmp_pcmu_client_is_transcoded_to_a_g722_only_phone_both_ways() {
         sb.wait_log(&["codec pair pcmu/g722", "transcoding=true"], 2 * SEC),
         "the log names the pair and the transcoding\n{context}"
     );
+    // One transcoder toward a client: the player's. The publisher's leg plays nothing.
+    let toward_clients = sb
+        .logs()
+        .lines()
+        .filter(|l| l.contains("transcoding toward a client"))
+        .count();
+    assert_eq!(toward_clients, 1, "{context}");
 }
 
 #[test]

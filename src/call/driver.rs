@@ -36,6 +36,9 @@ pub struct ClientSink {
     pub control: mpsc::UnboundedSender<ToClient>,
     /// What the client can receive (the call transcodes toward it when needed).
     pub caps: ClientCaps,
+    /// Whether this leg plays audio (false for an RTMP publish stream: it only sends, and the
+    /// call must spend nothing, such as a transcoder, on audio toward it).
+    pub wants_audio: bool,
 }
 
 /// The sending side of a connection's audio queue.
@@ -1003,7 +1006,7 @@ impl CallTask {
         let mut first_out = None;
         let mut transcoding = false;
         for (id, leg) in self.legs.iter_mut() {
-            let Some(sink) = leg.sink.as_ref() else {
+            let Some(sink) = leg.sink.as_ref().filter(|s| s.wants_audio) else {
                 continue;
             };
             if seen.iter().any(|s| s.same_channel(&sink.control)) {

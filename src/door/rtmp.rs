@@ -135,15 +135,17 @@ impl Connection {
     }
 
     fn sink(&self) -> ClientSink {
-        self.sink_with(self.audio_codecs)
+        self.sink_with(self.audio_codecs, true)
     }
 
-    /// A sink for a player that can decode `audio_codecs` (Flash `SUPPORT_SND_*` bits).
-    fn sink_with(&self, audio_codecs: Option<u16>) -> ClientSink {
+    /// A sink for a leg that can decode `audio_codecs` (Flash `SUPPORT_SND_*` bits) and plays
+    /// audio when `plays` (a publish stream does not: no audio, and no transcoder, toward it).
+    fn sink_with(&self, audio_codecs: Option<u16>, plays: bool) -> ClientSink {
         ClientSink {
             audio: self.sink_audio.clone(),
             control: self.sink_control.clone(),
             caps: ClientCaps::Flash { audio_codecs },
+            wants_audio: plays,
         }
     }
 
@@ -293,8 +295,9 @@ impl Connection {
                 name,
                 token,
             } => {
+                // A publish stream only sends: its leg gets no audio (and no transcoder).
                 if self
-                    .join(session, stream_id, &name, token.as_deref())
+                    .join_with(session, stream_id, &name, token.as_deref(), None)
                     .is_some()
                 {
                     session.accept_publish(stream_id);
@@ -326,7 +329,13 @@ impl Connection {
                     }
                 };
                 if self
-                    .join_with(session, stream_id, &name, token.as_deref(), audio_codecs)
+                    .join_with(
+                        session,
+                        stream_id,
+                        &name,
+                        token.as_deref(),
+                        Some(audio_codecs),
+                    )
                     .is_some()
                 {
                     self.play_streams.push((stream_id, name));
@@ -472,17 +481,18 @@ impl Connection {
         target: &str,
         token: Option<&str>,
     ) -> Option<CallRef> {
-        self.join_with(session, stream_id, target, token, self.audio_codecs)
+        self.join_with(session, stream_id, target, token, Some(self.audio_codecs))
     }
 
-    /// [`Self::join`] with the leg's player able to decode `audio_codecs`.
+    /// [`Self::join`] with the leg's player able to decode `plays` (`audio_codecs`); None for
+    /// a publish stream, which plays nothing.
     fn join_with(
         &mut self,
         session: &mut RtmpServerSession,
         stream_id: u32,
         target: &str,
         token: Option<&str>,
-        audio_codecs: Option<u16>,
+        plays: Option<Option<u16>>,
     ) -> Option<CallRef> {
         let stream = (stream_id != 0).then_some(stream_id);
         let identity = match self.authenticate(token) {
@@ -508,7 +518,10 @@ impl Connection {
         };
         let leg = new_leg_id();
         // A publisher needs no audio back on its leg; a player or controller does.
-        let sink = self.sink_with(audio_codecs);
+        let sink = match plays {
+            Some(audio_codecs) => self.sink_with(audio_codecs, true),
+            None => self.sink_with(self.audio_codecs, false),
+        };
         match self.shared.calls.join(&identity, &route, leg, Some(sink)) {
             Ok(call) => {
                 let entry = self

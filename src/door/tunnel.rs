@@ -189,6 +189,7 @@ where
             Some(c) => crate::media::ClientCaps::Fixed(c),
             None => crate::media::ClientCaps::G711,
         },
+        wants_audio: true,
     };
     // The first packet may be in the chosen codec's dynamic payload type.
     let first_frame = match (first_frame, first_raw, slot.codec) {

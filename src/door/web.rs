@@ -207,6 +207,7 @@ impl WsConnection {
             audio: self.sink_audio.clone(),
             control: self.sink_control.clone(),
             caps: self.caps(),
+            wants_audio: true,
         }
     }
 
