@@ -29,6 +29,23 @@ struct State {
     invites: AtomicU32,
     acks: AtomicU32,
     byes: AtomicU32,
+    /// The payload type the answer used for [`UasOpts::answer_rtpmap`].
+    answer_pt: Mutex<Option<u8>>,
+}
+
+/// Options for [`Uas::start_with`]; the default is what [`Uas::start`] does (answers PCMU,
+/// records the RTP it receives).
+#[derive(Debug, Clone, Default)]
+pub struct UasOpts {
+    /// Answer with this one codec instead of PCMU, named as in `a=rtpmap` (e.g.
+    /// `speex/16000`, case-insensitive); the answer takes the payload type the offer gave it
+    /// (96 when the offer has no such rtpmap). See [`Uas::payload_type`].
+    pub answer_rtpmap: Option<String>,
+    /// Relay mode, for a media peer in another process (e.g. GStreamer): RTP from skybridge's
+    /// SDP address is recorded and forwarded to this address; RTP from any other source is sent
+    /// on to skybridge from the UAS's own RTP socket (the address the answer named, which is
+    /// the only source skybridge accepts).
+    pub relay_to: Option<SocketAddr>,
 }
 
 /// The running UAS.
@@ -58,6 +75,11 @@ pub fn payload_number(rtp: &[u8]) -> Option<u32> {
 impl Uas {
     /// Binds SIP and RTP sockets on 127.0.0.1 (ephemeral ports) and starts answering.
     pub fn start() -> Uas {
+        Uas::start_with(UasOpts::default())
+    }
+
+    /// [`Uas::start`] with a chosen answer codec and/or relay mode.
+    pub fn start_with(opts: UasOpts) -> Uas {
         let sip = UdpSocket::bind("127.0.0.1:0").expect("bind uas sip");
         let rtp = UdpSocket::bind("127.0.0.1:0").expect("bind uas rtp");
         let (sip_addr, rtp_addr) = (sip.local_addr().unwrap(), rtp.local_addr().unwrap());
@@ -66,10 +88,12 @@ impl Uas {
             s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
         }
         let st = state.clone();
-        thread::spawn(move || sip_loop(sip, rtp_addr, st));
+        let answer = opts.answer_rtpmap.clone();
+        thread::spawn(move || sip_loop(sip, rtp_addr, st, answer));
         let rtp_tx = rtp.try_clone().expect("clone rtp socket");
         let st = state.clone();
-        thread::spawn(move || rtp_receive_loop(rtp, st));
+        let relay_to = opts.relay_to;
+        thread::spawn(move || rtp_receive_loop(rtp, st, relay_to));
         let st = state.clone();
         thread::spawn(move || rtp_send_loop(rtp_tx, st));
         Uas {
@@ -116,6 +140,17 @@ impl Uas {
     /// Every RTP packet received so far: (arrival, packet).
     pub fn received(&self) -> Vec<(Instant, Vec<u8>)> {
         self.state.received.lock().unwrap().clone()
+    }
+
+    /// The payload type the answer gave [`UasOpts::answer_rtpmap`] (None before an INVITE, or
+    /// when answering PCMU).
+    pub fn payload_type(&self) -> Option<u8> {
+        *self.state.answer_pt.lock().unwrap()
+    }
+
+    /// Where skybridge's offer said to send RTP (None before an INVITE).
+    pub fn peer_rtp(&self) -> Option<SocketAddr> {
+        *self.state.peer_rtp.lock().unwrap()
     }
 }
 
@@ -177,7 +212,22 @@ fn sdp_rtp_addr(body: &str) -> Option<SocketAddr> {
     format!("{}:{port}", ip.trim()).parse().ok()
 }
 
-fn sip_loop(sock: UdpSocket, rtp: SocketAddr, st: Arc<State>) {
+/// The payload type of `a=rtpmap:<pt> <rtpmap>` in an SDP offer (case-insensitive).
+fn sdp_payload_type(body: &str, rtpmap: &str) -> Option<u8> {
+    body.lines().find_map(|l| {
+        let (pt, name) = l.trim().strip_prefix("a=rtpmap:")?.split_once(' ')?;
+        let name = name.trim();
+        // `speex/16000` also matches an offer's `speex/16000/1`.
+        let same = name.eq_ignore_ascii_case(rtpmap)
+            || name
+                .to_ascii_lowercase()
+                .strip_prefix(&rtpmap.to_ascii_lowercase())
+                .is_some_and(|rest| rest == "/1");
+        same.then(|| pt.parse().ok()).flatten()
+    })
+}
+
+fn sip_loop(sock: UdpSocket, rtp: SocketAddr, st: Arc<State>, answer: Option<String>) {
     let mut buf = vec![0u8; 65536];
     let contact = format!("Contact: <sip:uas@{}>\r\n", sock.local_addr().unwrap());
     while !st.stop.load(Ordering::Relaxed) {
@@ -194,9 +244,17 @@ fn sip_loop(sock: UdpSocket, rtp: SocketAddr, st: Arc<State>) {
                     *st.peer_rtp.lock().unwrap() = Some(addr);
                 }
                 let _ = sock.send_to(response(&msg, 100, "Trying", "", "").as_bytes(), from);
+                let (pt, rtpmap) = match &answer {
+                    Some(name) => {
+                        let pt = sdp_payload_type(body, name).unwrap_or(96);
+                        *st.answer_pt.lock().unwrap() = Some(pt);
+                        (pt, name.clone())
+                    }
+                    None => (0, "PCMU/8000".to_string()),
+                };
                 let sdp = format!(
                     "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
-                     m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n",
+                     m=audio {port} RTP/AVP {pt}\r\na=rtpmap:{pt} {rtpmap}\r\na=ptime:20\r\na=sendrecv\r\n",
                     ip = rtp.ip(),
                     port = rtp.port()
                 );
@@ -221,11 +279,22 @@ fn sip_loop(sock: UdpSocket, rtp: SocketAddr, st: Arc<State>) {
     }
 }
 
-fn rtp_receive_loop(sock: UdpSocket, st: Arc<State>) {
+fn rtp_receive_loop(sock: UdpSocket, st: Arc<State>, relay_to: Option<SocketAddr>) {
     let mut buf = vec![0u8; 2048];
     while !st.stop.load(Ordering::Relaxed) {
-        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
             let at = Instant::now();
+            if let Some(media) = relay_to {
+                let peer = *st.peer_rtp.lock().unwrap();
+                if Some(from) != peer {
+                    // From the media process: on to skybridge, from the address it accepts.
+                    if let Some(peer) = peer {
+                        let _ = sock.send_to(&buf[..n], peer);
+                    }
+                    continue;
+                }
+                let _ = sock.send_to(&buf[..n], media);
+            }
             let mut rx = st.received.lock().unwrap();
             // Bounded: a test call of a few seconds; stop recording past 10 minutes' worth.
             if rx.len() < 30_000 {

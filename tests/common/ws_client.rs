@@ -84,6 +84,8 @@ pub struct WsClient {
     pub closed: Option<(u16, String)>,
     /// The connection is gone (closed or failed).
     pub dead: bool,
+    /// The error that made it [`Self::dead`], for failure messages.
+    pub dead_because: Option<String>,
     tone: Option<ToneTx>,
     label: String,
 }
@@ -103,6 +105,7 @@ impl std::fmt::Debug for WsClient {
             .field("audio_frames", &self.audio_frames)
             .field("frames_sent", &self.frames_sent)
             .field("closed", &self.closed)
+            .field("dead_because", &self.dead_because)
             .finish()
     }
 }
@@ -138,6 +141,7 @@ impl WsClient {
             frames_sent: 0,
             closed: None,
             dead: false,
+            dead_because: None,
             tone: None,
             label: label.to_string(),
         })
@@ -181,8 +185,8 @@ impl WsClient {
 
     /// Sends one JSON text message.
     pub fn send_json(&mut self, v: &serde_json::Value) {
-        if self.ws.send(Message::text(v.to_string())).is_err() {
-            self.dead = true;
+        if let Err(e) = self.ws.send(Message::text(v.to_string())) {
+            self.died(format!("send text: {e}"));
         }
     }
 
@@ -217,9 +221,15 @@ impl WsClient {
         frame.extend_from_slice(&call.to_be_bytes());
         frame.extend_from_slice(&timestamp.to_be_bytes());
         frame.extend_from_slice(payload);
-        if self.ws.send(Message::binary(frame)).is_err() {
-            self.dead = true;
+        if let Err(e) = self.ws.send(Message::binary(frame)) {
+            self.died(format!("send audio: {e}"));
         }
+    }
+
+    /// Marks the connection dead, keeping the first reason.
+    fn died(&mut self, why: String) {
+        self.dead = true;
+        self.dead_because.get_or_insert(why);
     }
 
     pub fn stop_tone(&mut self) {
@@ -268,8 +278,8 @@ impl WsClient {
             frames.push(frame);
         }
         for f in frames {
-            if self.ws.send(Message::binary(f)).is_err() {
-                self.dead = true;
+            if let Err(e) = self.ws.send(Message::binary(f)) {
+                self.died(format!("send tone: {e}"));
                 return;
             }
             self.frames_sent += 1;
@@ -315,7 +325,7 @@ impl WsClient {
             Ok(_) => {}
             Err(tungstenite::Error::Io(e))
                 if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(_) => self.dead = true,
+            Err(e) => self.died(format!("read: {e}")),
         }
     }
 
