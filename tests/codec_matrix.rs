@@ -20,10 +20,8 @@
 //! Each cell asserts: the phone hears 1 kHz and the client 440 Hz, dominant, for ≥ 1.5 s, above
 //! the SNR floor of the codecs involved ([`floor_db`]); the client is sent the codec it asked
 //! for (ffmpeg's input stream; Opus payload types only); and the log's `codec pair CLIENT/SIP`
-//! names the pair and says pass-through or transcoding as designed ([`passes_through`]). Two
-//! relay bugs are pinned rather than hidden ([`flv_pcm_rate_as_read`],
-//! [`PUBLISHER_LEG_TRANSCODES`]): their checks fail once the relay is fixed. Cells run in
-//! parallel (each has its own relay, phone and ports); `--nocapture` prints one `[matrix]` line
+//! names the pair and says pass-through or transcoding as designed ([`passes_through`]), with
+//! no transcoder toward a publish-only leg. Cells run in parallel (each has its own relay, phone and ports); `--nocapture` prints one `[matrix]` line
 //! per cell with the SNRs.
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
@@ -213,33 +211,18 @@ fn expected_player_stream(play: &str, sip: Sip) -> (&'static str, u32) {
         "nellymoser" if narrowband => ("nellymoser", 8000),
         "nellymoser" => ("nellymoser", 16000),
         "speex" => ("speex", 16000),
-        "pcm" => ("pcm_s16le", flv_pcm_rate_as_read(relay_pcm_rate(sip))),
+        "pcm" => ("pcm_s16le", relay_pcm_rate(sip)),
         other => panic!("no player codec {other}"),
     }
 }
 
-/// The rate of the PCM a `?codec=pcm` player is sent on a call whose SIP leg is `sip` (the
-/// SIP leg's rate, `media.rs` `ClientCaps::choose`).
+/// The rate of the PCM a `?codec=pcm` player is sent on a call whose SIP leg is `sip`: one an
+/// FLV tag header names, at or above the SIP leg's (`media.rs` `ClientCaps::choose`).
 fn relay_pcm_rate(sip: Sip) -> u32 {
     match sip {
-        Sip::Pcmu | Sip::Pcma | Sip::SpeexNb => 8000,
-        Sip::G722 | Sip::L16 | Sip::SpeexWb => 16000,
-        Sip::Opus => 48000,
-    }
-}
-
-/// RELAY BUG (reported, not fixed here): an FLV audio tag's rate bits say only 5.5, 11, 22 or
-/// 44 kHz, and the relay sends PCM at 8, 16 or 48 kHz with bits 0 (5.5 kHz) or 3 (44.1 kHz)
-/// and no `audiosamplerate` in the play stream's `onMetaData`; ffmpeg (and Flash) play it at
-/// the rate the bits say, so 440 Hz at 8 kHz comes out as 303 Hz. The samples themselves are
-/// right: this row's player direction is measured at the rate the relay meant, after checking
-/// ffmpeg read the mislabelled rate (when the relay sends a rate FLV can name, this check
-/// fails: drop the reinterpretation then).
-fn flv_pcm_rate_as_read(rate: u32) -> u32 {
-    match rate {
-        11025 | 22050 | 44100 => rate,
-        48000 => 44100,
-        _ => 5512,
+        Sip::Pcmu | Sip::Pcma | Sip::SpeexNb => 11025,
+        Sip::G722 | Sip::L16 | Sip::SpeexWb => 22050,
+        Sip::Opus => 44100,
     }
 }
 
@@ -254,17 +237,6 @@ fn ffmpeg_input_audio(stderr: &str) -> Option<(String, u32)> {
     let rate = parts.find_map(|p| p.strip_suffix(" Hz"))?.parse().ok()?;
     Some((codec, rate))
 }
-
-/// RELAY BUG (reported, not fixed here): a publish-only RTMP leg is given an audio sink
-/// (`door/rtmp.rs` `join_with` passes `Some(sink)` for every leg, although its comment says a
-/// publisher needs none), with the caps of its connection. ffmpeg's publisher sends no
-/// `audioCodecs`, which means PCM, so whenever the SIP codec is not G.711 the call runs a
-/// transcoder toward a leg that plays nothing, and logs/counts the call as transcoding. Only
-/// cells that otherwise pass through show it: Speex-WB publisher + player with a Speex-WB
-/// phone. There, instead of `transcoding=false`, the only transcoder must be that one
-/// (`speex` → `pcm_s16le`; the player is checked to get Speex itself); when the relay stops
-/// feeding publishers, this check fails: remove the cell from the list then.
-const PUBLISHER_LEG_TRANSCODES: &[(Client, Sip)] = &[(Client::Speex, Sip::SpeexWb)];
 
 // ---------------------------------------------------------------- the phone
 
@@ -550,23 +522,18 @@ fn judge(cell: &str, client: Client, sip: Sip, outcome: Outcome, sb: &Skybridge,
     if !pair_lines.iter().any(|l| l.contains(&pair)) {
         faults.push(format!("no `{pair}` in the log: {pair_lines:#?}"));
     }
-    if PUBLISHER_LEG_TRANSCODES.contains(&(client, sip)) {
-        let transcoders: Vec<&str> = logs
-            .lines()
-            .filter(|l| l.contains("transcoding toward a client"))
-            .collect();
-        let publisher_only = transcoders.len() == 1
-            && transcoders.iter().all(|l| {
-                l.contains(&format!("from=\"{}\"", sip.pair_name()))
-                    && l.contains("to=\"pcm_s16le\"")
-            });
-        if !publisher_only {
-            faults.push(format!(
-                "want exactly one transcoder, toward the publisher's leg (a known relay bug, \
-                 see PUBLISHER_LEG_TRANSCODES): {transcoders:#?}"
-            ));
-        }
-    } else if transcoded == passes_through(client, sip) {
+    // A publish stream plays nothing: the only transcoder toward a client is the player's.
+    let toward_clients = logs
+        .lines()
+        .filter(|l| l.contains("transcoding toward a client"))
+        .count();
+    let players_transcoded = usize::from(client.play_codec().is_some());
+    if client != Client::Opus && toward_clients > players_transcoded {
+        faults.push(format!(
+            "{toward_clients} transcoders toward clients, want at most {players_transcoded} (the player's)"
+        ));
+    }
+    if transcoded == passes_through(client, sip) {
         faults.push(format!(
             "want transcoding={}, the log says: {pair_lines:#?}",
             !passes_through(client, sip)
@@ -628,11 +595,6 @@ fn rtmp_cell(cell: &str, dir: &TestDir, mut phone: Phone, sb: Skybridge, client:
     let mut publisher = Publisher::new(&sb.rtmp_url("call/bob"), 1000, TONE_SECS);
     publisher.codec = codec.into();
     publisher.rate = rate;
-    if client == Client::Speex {
-        // A Speex decoder joining a stationary tone mid-stream can lock onto a wrong pitch
-        // (codecs/tests/reference.rs): the caller starts speaking once the call is up.
-        publisher.silence_before = 1.0;
-    }
     let mut publisher = publisher.spawn("publisher", dir.path());
     let context = |phone: &Phone, publisher: &Child, player: &Option<Child>| {
         format!(
@@ -668,26 +630,13 @@ fn rtmp_cell(cell: &str, dir: &TestDir, mut phone: Phone, sb: Skybridge, client:
             .and_then(|p| ffmpeg_input_audio(&p.stderr_text()));
         let want = expected_player_stream(c, sip);
         if stream.as_ref().map(|(c, r)| (c.as_str(), *r)) != Some(want) {
-            let hint = if c == "pcm" {
-                " (the FLV PCM rate this row pins, see flv_pcm_rate_as_read)"
-            } else {
-                ""
-            };
             faults.push(format!(
-                "client: the player decoded {stream:?}, want {want:?} for ?codec={c}{hint}"
+                "client: the player decoded {stream:?}, want {want:?} for ?codec={c}"
             ));
         }
         let heard = match player_exit.flatten() {
             Some(s) if s.success() => read_wav(&played)
-                .map(|w| {
-                    // The FLV PCM rate bug (see flv_pcm_rate_as_read): measure at the real rate.
-                    let rate = if c == "pcm" && w.rate == want.1 {
-                        relay_pcm_rate(sip)
-                    } else {
-                        w.rate
-                    };
-                    Heard::of(&w.mono(), rate, 440.0)
-                })
+                .map(|w| Heard::of(&w.mono(), w.rate, 440.0))
                 .map_err(|e| format!("{}: {e}", played.display())),
             other => Err(format!("player did not finish: {other:?}")),
         };
@@ -697,10 +646,6 @@ fn rtmp_cell(cell: &str, dir: &TestDir, mut phone: Phone, sb: Skybridge, client:
             _ => "pcm",
         };
         let label = match &stream {
-            Some((codec, rate)) if c == "pcm" => format!(
-                "{codec} {} Hz, read by ffmpeg as {rate} Hz",
-                relay_pcm_rate(sip)
-            ),
             Some((codec, rate)) => format!("{codec} {rate} Hz"),
             None => "nothing".into(),
         };
