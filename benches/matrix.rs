@@ -142,7 +142,9 @@ fn short(c: Codec) -> String {
     }
 }
 
-/// Speech-like test signal: `speech_like` under a 4 Hz syllable envelope (gain 0.1–1).
+/// Speech-like test signal: `speech_like` under a 4 Hz syllable envelope (gain 0.1–1). The
+/// envelope matters: libopus spends about 1.7× as long on it as on the stationary tones alone
+/// (PCMU → Opus measured 78 against 46 µs per 20 ms in one run).
 fn talk(rate: u32, n: usize) -> Vec<i16> {
     speech_like(rate, n)
         .iter()
