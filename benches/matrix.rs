@@ -423,16 +423,37 @@ fn matrix(c: &mut Criterion) {
                 }),
                 Ok(mut t) => {
                     let mut feed = Feeder::new(s);
-                    // One lap first: the coders settle, and a broken pair fails here, not in
-                    // the figures.
+                    // Two laps first: the coders settle, and a broken pair fails here, not
+                    // in the figures. The second lap's output must be one contiguous timeline
+                    // as long as its input (no re-anchoring, no padded frames).
                     for _ in 0..s.frames.len() {
                         t.push(&feed.frame()).unwrap();
                         while t.poll().is_some() {}
                     }
+                    let mut out_ts = Vec::new();
+                    for _ in 0..s.frames.len() {
+                        t.push(&feed.frame()).unwrap();
+                        while let Some(o) = t.poll() {
+                            out_ts.push(o.timestamp);
+                        }
+                    }
                     let st = t.stats();
                     assert!(
-                        st.rejected == 0 && st.frames_out > 0,
-                        "{id}: {st:?} after one lap"
+                        st.rejected == 0 && out_ts.len() >= 2,
+                        "{id}: {st:?} after two laps"
+                    );
+                    let step = out_ts[1].wrapping_sub(out_ts[0]);
+                    assert!(
+                        out_ts.windows(2).all(|w| w[1].wrapping_sub(w[0]) == step),
+                        "{id}: output timeline not contiguous"
+                    );
+                    let out_ms =
+                        out_ts.len() as f64 * f64::from(step) * 1000.0 / f64::from(to.clock_rate());
+                    let lap_ms = s.frames.len() as f64 * s.frame_ms;
+                    let out_frame_ms = f64::from(step) * 1000.0 / f64::from(to.clock_rate());
+                    assert!(
+                        (out_ms - lap_ms).abs() <= out_frame_ms + 1.0,
+                        "{id}: {out_ms} ms out for a {lap_ms} ms lap"
                     );
                     g.bench_function(&id, |b| {
                         b.iter(|| {
