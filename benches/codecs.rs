@@ -19,21 +19,16 @@ use skybridge_codecs::nellymoser::{NellymoserDecoder, NellymoserEncoder};
 use skybridge_codecs::opus::{OpusDecoder, OpusEncoder, MAX_PACKET};
 use skybridge_codecs::resample::Resampler;
 use skybridge_codecs::speex::{SpeexDecoder, SpeexEncoder, SpeexMode, DEFAULT_QUALITY};
-use skybridge_codecs::{g711, l16, tone};
+use skybridge_codecs::{g711, l16};
 
-fn speech_like(rate: u32, n: usize) -> Vec<i16> {
-    // Two tones and a little noise: enough for the coders to do their full work.
-    let a = tone::sine(440.0, 6000.0, rate, n);
-    let b = tone::sine(1870.0, 2500.0, rate, n);
-    let mut x = 12345u32;
-    a.iter()
-        .zip(&b)
-        .map(|(&a, &b)| {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            a.saturating_add(b)
-                .saturating_add(((x >> 16) % 600) as i16 - 300)
-        })
-        .collect()
+mod support;
+use support::{aac_stream, speech_like};
+
+/// One access unit from the middle of ffmpeg's AAC-LC coding of one second of speech.
+fn aac_unit() -> Option<(Vec<u8>, Vec<u8>)> {
+    let (config, units) = aac_stream(&speech_like(44_100, 44_100))?;
+    let au = units.get(units.len() / 2)?.clone();
+    Some((config, au))
 }
 
 fn speex_packet(mode: SpeexMode) -> Vec<u8> {
@@ -58,50 +53,6 @@ fn opus_packet(rate: u32) -> Vec<u8> {
         n = enc.encode(frame, &mut out).unwrap();
     }
     out[..n].to_vec()
-}
-
-/// (AudioSpecificConfig, one access unit) of ffmpeg's AAC-LC at 44.1 kHz mono, via FLV.
-fn aac_stream() -> Option<(Vec<u8>, Vec<u8>)> {
-    let dir = std::env::temp_dir().join(format!("skybridge-bench-aac-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).ok()?;
-    let raw = dir.join("src.raw");
-    let flv = dir.join("aac.flv");
-    let pcm: Vec<u8> = speech_like(44_100, 44_100)
-        .iter()
-        .flat_map(|s| s.to_le_bytes())
-        .collect();
-    std::fs::write(&raw, pcm).ok()?;
-    let ok = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
-        .args(["-f", "s16le", "-ar", "44100", "-ac", "1", "-i"])
-        .arg(&raw)
-        .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv"])
-        .arg(&flv)
-        .status()
-        .ok()?
-        .success();
-    let data = std::fs::read(&flv).ok();
-    let _ = std::fs::remove_dir_all(&dir);
-    if !ok {
-        return None;
-    }
-    let data = data?;
-    // FLV: 9-byte header + 4, then tags: type(1) size(3) ts(4) stream(3) body, prev size(4).
-    let mut pos = 13;
-    let mut config = None;
-    let mut units = Vec::new();
-    while pos + 11 <= data.len() {
-        let size = u32::from_be_bytes([0, data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
-        let body = &data[pos + 11..pos + 11 + size];
-        if data[pos] == 8 && body.len() > 2 {
-            match body[1] {
-                0 => config = Some(body[2..].to_vec()),
-                _ => units.push(body[2..].to_vec()),
-            }
-        }
-        pos += 11 + size + 4;
-    }
-    Some((config?, units.get(units.len() / 2)?.clone()))
 }
 
 fn baseline(c: &mut Criterion) {
@@ -198,7 +149,7 @@ fn codecs(c: &mut Criterion) {
         b.iter(|| black_box(oe8.encode(black_box(&pcm8), &mut bytes)))
     });
 
-    if let Some((config, au)) = aac_stream() {
+    if let Some((config, au)) = aac_unit() {
         let mut dec = AacDecoder::new(&config).unwrap();
         g.bench_function("aac_decode_au1024_44k", |b| {
             b.iter(|| black_box(dec.decode(black_box(&au), &mut out)))
@@ -337,7 +288,7 @@ fn transcode(c: &mut Criterion) {
     });
 
     // AAC 44.1 kHz → PCMU (one 1024-sample access unit, 23.2 ms).
-    if let Some((config, au)) = aac_stream() {
+    if let Some((config, au)) = aac_unit() {
         let mut dec = AacDecoder::new(&config).unwrap();
         let mut down44 = Resampler::new(44_100, 8_000).unwrap();
         g.bench_function("aac44_to_pcmu_au1024", |b| {
