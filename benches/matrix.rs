@@ -6,7 +6,7 @@
 //! - pass-through: same codec on both legs, the payload `Bytes` is forwarded (no bench);
 //! - µ⇄A-law toward SIP: the call core's per-byte table lookup into a new RTP packet
 //!   (`call::core`, `send_frame`), benched as `<from>_to_<to>_lookup`;
-//! - a [`Transcoder`] (`Transcoder::new(from, to, 20 ms)`, as `call::driver` builds it, the law
+//! - a [`Transcoder`] (`Transcoder::toward(link, from, to, 20 ms)`, as `call::driver` builds it, the law
 //!   swap toward a client included), benched as `<from>_to_<to>`: one `push` of a source frame
 //!   and draining `poll`, over a one-second ring of frames in the source codec with contiguous
 //!   timestamps (what a live stream looks like to the transcoder).
@@ -36,7 +36,7 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use serde_json::{json, Value};
 use skybridge::media::{flash_snd, ClientCaps, Codec, MediaFrame};
-use skybridge::transcode::Transcoder;
+use skybridge::transcode::{Link, Transcoder};
 use skybridge_codecs::{g711, l16};
 
 mod support;
@@ -294,7 +294,9 @@ enum Dir {
     Pass,
     /// µ⇄A-law table lookup in the call core (toward SIP).
     Lookup(Codec, Codec),
-    Transcode(Codec, Codec),
+    /// A transcoder on the pool, for output over the given link (toward SIP: UDP; toward a
+    /// client: TCP, which changes the Opus encoder).
+    Transcode(Codec, Codec, Link),
 }
 
 impl Dir {
@@ -302,7 +304,10 @@ impl Dir {
         match self {
             Dir::Pass => None,
             Dir::Lookup(f, t) => Some(format!("{}_to_{}_lookup", short(*f), short(*t))),
-            Dir::Transcode(f, t) => Some(format!("{}_to_{}", short(*f), short(*t))),
+            Dir::Transcode(f, t, Link::Lossy) => Some(format!("{}_to_{}", short(*f), short(*t))),
+            Dir::Transcode(f, t, Link::Reliable) => {
+                Some(format!("{}_to_{}_tcp", short(*f), short(*t)))
+            }
         }
     }
 }
@@ -321,7 +326,7 @@ fn toward_sip(client: Codec, sip: Codec) -> Dir {
     } else if law_swap(client, sip) {
         Dir::Lookup(client, sip)
     } else {
-        Dir::Transcode(client, sip)
+        Dir::Transcode(client, sip, Link::Lossy)
     }
 }
 
@@ -330,7 +335,7 @@ fn toward_client(sip: Codec, played: Codec) -> Dir {
     if sip == played {
         Dir::Pass
     } else {
-        Dir::Transcode(sip, played)
+        Dir::Transcode(sip, played, Link::Reliable)
     }
 }
 
@@ -383,9 +388,9 @@ fn matrix(c: &mut Criterion) {
         if let Some(v) = done.get(&id) {
             return v.clone();
         }
-        let (kind, from, to) = match dir {
-            Dir::Lookup(f, t) => ("lookup", f, t),
-            Dir::Transcode(f, t) => ("transcode", f, t),
+        let (kind, from, to, link) = match dir {
+            Dir::Lookup(f, t) => ("lookup", f, t, Link::Lossy),
+            Dir::Transcode(f, t, link) => ("transcode", f, t, link),
             Dir::Pass => unreachable!(),
         };
         let src = streams.entry(from).or_insert_with(|| stream(from));
@@ -416,7 +421,7 @@ fn matrix(c: &mut Criterion) {
                     "bench": format!("matrix/{id}"), "audio_ms": s.frame_ms,
                 })
             }
-            (Some(s), _) => match Transcoder::new(from, to, PTIME) {
+            (Some(s), _) => match Transcoder::toward(link, from, to, PTIME) {
                 Err(e) => json!({
                     "kind": "unsupported", "from": short(from), "to": short(to),
                     "error": e.to_string(),
