@@ -108,13 +108,14 @@ pub enum TranscodeError {
 }
 
 /// The rate an Opus coder runs at when the other side of the transcoder runs at `other` Hz:
-/// `other` itself when libopus takes it (no resampler), else the next rate up that both
-/// libopus and the resampler take (16 or 48 kHz).
+/// `other` itself when libopus takes it and it is at most 16 kHz (no resampler), else 16 kHz.
+/// Wideband is what telephony carries (G.722, Speex-WB, AMR-WB; SIP phones' Opus), and coding
+/// above it costs libopus up to 2.5× (a CELT layer on top of SILK) for audio above 8 kHz
+/// that a call does not need. Opus ⇄ Opus is passed through, whatever its bandwidth.
 pub fn opus_pcm_rate(other: u32) -> u32 {
     match other {
-        8_000 | 12_000 | 16_000 | 24_000 | 48_000 => other,
-        r if r < 16_000 => 16_000,
-        _ => 48_000,
+        8_000 | 12_000 | 16_000 => other,
+        _ => 16_000,
     }
 }
 
@@ -1311,9 +1312,20 @@ mod tests {
         // A 60 ms ptime still gives 20 ms Opus packets.
         let t = Transcoder::new(Codec::Pcmu, Codec::Opus, Duration::from_millis(60)).unwrap();
         assert_eq!(t.frame_samples(), 160);
-        // 44.1 kHz AAC goes through the resampler to a 48 kHz encoder.
-        assert_eq!(opus_pcm_rate(44_100), 48_000);
+        // 44.1 kHz AAC goes through the resampler to a wideband (16 kHz) encoder.
+        assert_eq!(opus_pcm_rate(44_100), 16_000);
+        assert_eq!(opus_pcm_rate(48_000), 16_000);
         assert_eq!(opus_pcm_rate(11_025), 16_000);
+        let t = Transcoder::new(
+            Codec::Aac {
+                rate: 44100,
+                stereo: false,
+            },
+            Codec::Opus,
+            PTIME,
+        )
+        .unwrap();
+        assert_eq!((t.in_rate, t.out_rate, t.frame_samples()), (44100, 16000, 320));
         // Speex packs several 20 ms frames per packet at a longer ptime. A wideband stream of
         // 8 kHz audio is coded from 8 kHz (narrowband frames), stamped in the 16 kHz clock.
         let t = Transcoder::new(
