@@ -298,7 +298,10 @@ mod tests {
         }
         let mut tcp = OpusEncoder::for_reliable_link(8000, 24_000).unwrap();
         let (fec, plc) = fec_vs_plc(|c, o| tcp.encode(c, o).unwrap(), 8000);
-        assert!((fec - plc).abs() < 1.0, "no FEC toward TCP: {fec:.0} vs {plc:.0}");
+        assert!(
+            (fec - plc).abs() < 1.0,
+            "no FEC toward TCP: {fec:.0} vs {plc:.0}"
+        );
     }
 
     #[test]

@@ -1325,7 +1325,10 @@ mod tests {
             PTIME,
         )
         .unwrap();
-        assert_eq!((t.in_rate, t.out_rate, t.frame_samples()), (44100, 16000, 320));
+        assert_eq!(
+            (t.in_rate, t.out_rate, t.frame_samples()),
+            (44100, 16000, 320)
+        );
         // Speex packs several 20 ms frames per packet at a longer ptime. A wideband stream of
         // 8 kHz audio is coded from 8 kHz (narrowband frames), stamped in the 16 kHz clock.
         let t = Transcoder::new(
