@@ -176,6 +176,42 @@ enum Via {
 
 /// GStreamer sends 1 kHz over an RFC 4571 tunnel and receives bob's 440 Hz over HTTP; `via`
 /// says which port(s) the API request and both connections go to.
+/// Once bob answers, 4 s of talk; then EOS on the sender closes the tunnel, so the call ends
+/// (BYE) and the receive stream with it. Returns what bob and the client (`wav`) recorded, and
+/// every party's log tail.
+fn talk_then_hang_up(
+    bob: &mut Baresip,
+    sb: &Skybridge,
+    mut tx: common::procs::Child,
+    mut rx: common::procs::Child,
+    wav: &std::path::Path,
+) -> (common::audio::Wav, common::audio::Wav, String) {
+    bob.expect_event("CALL_ESTABLISHED", 10 * SEC);
+    std::thread::sleep(4 * SEC);
+    tx.signal("INT");
+    tx.wait_timeout(5 * SEC);
+    bob.expect_event("CALL_CLOSED", 10 * SEC);
+    let rx_done = rx.wait_timeout(10 * SEC);
+    let context = format!(
+        "{}\n{}\n{}\n{}",
+        sb.tails(),
+        bob.tails(),
+        tx.tails(2000),
+        rx.tails(2000)
+    );
+    assert!(
+        rx_done.is_some(),
+        "the receive pipeline did not end with the call\n{context}"
+    );
+    let rec = bob
+        .recording_path()
+        .unwrap_or_else(|| panic!("bob recorded nothing\n{context}"));
+    let bob_heard = read_wav(&rec).unwrap();
+    let client_heard =
+        read_wav(wav).unwrap_or_else(|e| panic!("{}: {e}\n{context}", wav.display()));
+    (bob_heard, client_heard, context)
+}
+
 fn gstreamer_call(name: &str, via: Via) {
     let _serial = serial();
     if !have_program("gst-launch-1.0") {
@@ -219,30 +255,9 @@ fn gstreamer_call(name: &str, via: Via) {
     let b = new_call_at(api, &sb, None, "bob");
     assert_eq!(b.tunnel, sb.tunnel);
     let wav = dir.path().join("client-hears.wav");
-    let mut rx = gst_tunnel_receiver(dir.path(), "gst-recv", api, &b.receive, &wav);
-    let mut tx = gst_tunnel_sender(dir.path(), "gst-send", 1000, b.ssrc, send_to);
-    bob.expect_event("CALL_ESTABLISHED", 10 * SEC);
-    std::thread::sleep(4 * SEC);
-    // EOS on the sender closes the tunnel: the call ends (BYE) and the receive stream ends.
-    tx.signal("INT");
-    tx.wait_timeout(5 * SEC);
-    bob.expect_event("CALL_CLOSED", 10 * SEC);
-    let rx_done = rx.wait_timeout(10 * SEC);
-    let context = format!(
-        "{}\n{}\n{}\n{}",
-        sb.tails(),
-        bob.tails(),
-        tx.tails(2000),
-        rx.tails(2000)
-    );
-    assert!(
-        rx_done.is_some(),
-        "the receive pipeline did not end with the call\n{context}"
-    );
-    let rec = bob
-        .recording_path()
-        .unwrap_or_else(|| panic!("bob recorded nothing\n{context}"));
-    let bob_heard = read_wav(&rec).unwrap();
+    let rx = gst_tunnel_receiver(dir.path(), "gst-recv", api, &b.receive, &wav);
+    let tx = gst_tunnel_sender(dir.path(), "gst-send", 1000, b.ssrc, send_to);
+    let (bob_heard, client_heard, context) = talk_then_hang_up(&mut bob, &sb, tx, rx, &wav);
     assert_tone_samples(
         "bob hears GStreamer",
         &bob_heard.mono(),
@@ -251,7 +266,6 @@ fn gstreamer_call(name: &str, via: Via) {
         3.0,
         &context,
     );
-    let client_heard = read_wav(&wav).unwrap();
     assert_tone_samples(
         "GStreamer hears bob",
         &client_heard.mono(),
@@ -663,7 +677,7 @@ fn gstreamer_opus_call(name: &str, module: &str, rtp_codecs: &str, pair: &str, t
     assert_eq!(v["clock_rate"], 48000, "{v}");
     assert_eq!(v["channels"], 2, "RFC 7587: opus/48000/2 {v}");
     let wav = dir.path().join("client-hears.wav");
-    let mut rx = gst(
+    let rx = gst(
         dir.path(),
         "gst-recv",
         &format!(
@@ -677,7 +691,7 @@ fn gstreamer_opus_call(name: &str, module: &str, rtp_codecs: &str, pair: &str, t
             wav.display()
         ),
     );
-    let mut tx = gst(
+    let tx = gst(
         dir.path(),
         "gst-send",
         &format!(
@@ -689,28 +703,7 @@ fn gstreamer_opus_call(name: &str, module: &str, rtp_codecs: &str, pair: &str, t
             b.tunnel.port()
         ),
     );
-    bob.expect_event("CALL_ESTABLISHED", 10 * SEC);
-    std::thread::sleep(4 * SEC);
-    tx.signal("INT");
-    tx.wait_timeout(5 * SEC);
-    bob.expect_event("CALL_CLOSED", 10 * SEC);
-    let rx_done = rx.wait_timeout(10 * SEC);
-    let context = format!(
-        "{}\n{}\n{}\n{}",
-        sb.tails(),
-        bob.tails(),
-        tx.tails(2000),
-        rx.tails(2000)
-    );
-    assert!(
-        rx_done.is_some(),
-        "the receive pipeline did not end\n{context}"
-    );
-    let rec = bob
-        .recording_path()
-        .unwrap_or_else(|| panic!("bob recorded nothing\n{context}"));
-    let bob_heard = read_wav(&rec).unwrap();
-    let client_heard = read_wav(&wav).unwrap();
+    let (bob_heard, client_heard, context) = talk_then_hang_up(&mut bob, &sb, tx, rx, &wav);
     let (up, down) = (
         common::audio::tone_snr_db(&bob_heard.mono(), bob_heard.rate, 1000.0),
         common::audio::tone_snr_db(&client_heard.mono(), client_heard.rate, 440.0),
