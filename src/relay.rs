@@ -113,6 +113,16 @@ impl Relay {
         let sip = sip_endpoint::spawn(socket, ua, Some(incoming_tx), "relay");
         let authority = Authority::new(Arc::clone(&config));
         let calls = Calls::new(Arc::clone(&config), sip.clone(), pool, authority.clone());
+        if let Some(ops) = &ops {
+            let view = calls.clone();
+            // Set once per HttpState; a second relay on the same state keeps the first view.
+            let _ = ops.calls.set(Box::new(move || {
+                let mut json =
+                    serde_json::to_string_pretty(&view.list()).unwrap_or_else(|_| "[]".into());
+                json.push('\n');
+                json
+            }));
+        }
         let (presence, changes) = Presence::new();
         tokio::spawn(inbound::serve(
             incoming_rx,

@@ -333,6 +333,9 @@ fn https_page_and_ops_paths_on_the_shared_and_https_ports() {
     );
     let r = get(tls_connect(t.shared), "/readyz");
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    // Who calls whom stays on the operations listener.
+    let r = get(tls_connect(t.shared), "/calls");
+    assert!(r.starts_with("HTTP/1.1 404"), "{r}");
     let r = get(tls_connect(t.shared), "/");
     assert!(
         r.starts_with("HTTP/1.1 200") && r.contains("text/html"),

@@ -176,7 +176,7 @@ enum Via {
 
 /// GStreamer sends 1 kHz over an RFC 4571 tunnel and receives bob's 440 Hz over HTTP; `via`
 /// says which port(s) the API request and both connections go to.
-/// Once bob answers, 4 s of talk; then EOS on the sender closes the tunnel, so the call ends
+/// Once bob answers, 4 s of talk (`during` runs after the first 2 s); then EOS on the sender closes the tunnel, so the call ends
 /// (BYE) and the receive stream with it. Returns what bob and the client (`wav`) recorded, and
 /// every party's log tail.
 fn talk_then_hang_up(
@@ -185,9 +185,12 @@ fn talk_then_hang_up(
     mut tx: common::procs::Child,
     mut rx: common::procs::Child,
     wav: &std::path::Path,
+    during: impl FnOnce(),
 ) -> (common::audio::Wav, common::audio::Wav, String) {
     bob.expect_event("CALL_ESTABLISHED", 10 * SEC);
-    std::thread::sleep(4 * SEC);
+    std::thread::sleep(2 * SEC);
+    during();
+    std::thread::sleep(2 * SEC);
     tx.signal("INT");
     tx.wait_timeout(5 * SEC);
     bob.expect_event("CALL_CLOSED", 10 * SEC);
@@ -257,7 +260,7 @@ fn gstreamer_call(name: &str, via: Via) {
     let wav = dir.path().join("client-hears.wav");
     let rx = gst_tunnel_receiver(dir.path(), "gst-recv", api, &b.receive, &wav);
     let tx = gst_tunnel_sender(dir.path(), "gst-send", 1000, b.ssrc, send_to);
-    let (bob_heard, client_heard, context) = talk_then_hang_up(&mut bob, &sb, tx, rx, &wav);
+    let (bob_heard, client_heard, context) = talk_then_hang_up(&mut bob, &sb, tx, rx, &wav, || {});
     assert_tone_samples(
         "bob hears GStreamer",
         &bob_heard.mono(),
@@ -703,7 +706,24 @@ fn gstreamer_opus_call(name: &str, module: &str, rtp_codecs: &str, pair: &str, t
             b.tunnel.port()
         ),
     );
-    let (bob_heard, client_heard, context) = talk_then_hang_up(&mut bob, &sb, tx, rx, &wav);
+    // The operations listener lists the call with its codecs.
+    let mut listed = serde_json::Value::Null;
+    let (bob_heard, client_heard, context) =
+        talk_then_hang_up(&mut bob, &sb, tx, rx, &wav, || listed = sb.calls());
+    let sip_codec = pair.split_once('/').map(|(_, s)| s).unwrap_or_default();
+    let call = &listed[0];
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(call["state"], "answered", "{listed}");
+    assert_eq!(call["direction"], "outbound", "{listed}");
+    assert_eq!(call["target"], "bob", "{listed}");
+    assert_eq!(call["client_codec"], "opus", "{listed}");
+    assert_eq!(call["sip_codec"], sip_codec, "{listed}");
+    assert_eq!(call["transcoding"], transcoding, "{listed}");
+    assert_eq!(call["legs"], 1, "{listed}");
+    assert!(
+        call["answered_secs"].as_f64().is_some_and(|s| s >= 1.5),
+        "{listed}"
+    );
     let (up, down) = (
         common::audio::tone_snr_db(&bob_heard.mono(), bob_heard.rate, 1000.0),
         common::audio::tone_snr_db(&client_heard.mono(), client_heard.rate, 440.0),

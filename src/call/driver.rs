@@ -116,6 +116,48 @@ pub struct CallRef {
     pub id: u64,
     audio: mpsc::Sender<MediaFrame>,
     control: mpsc::UnboundedSender<Control>,
+    status: StatusRef,
+}
+
+/// What the operations listener's `GET /calls` shows of a call, kept up to date by its task at
+/// the few moments it changes (answer, codec pair, legs), never per packet.
+#[derive(Debug)]
+struct CallStatus {
+    user: String,
+    target: String,
+    inbound: bool,
+    started: Instant,
+    answered: Option<Instant>,
+    client_codec: Option<&'static str>,
+    sip_codec: Option<&'static str>,
+    transcoding: bool,
+    legs: usize,
+}
+
+type StatusRef = Arc<Mutex<CallStatus>>;
+
+fn lock_status(s: &StatusRef) -> std::sync::MutexGuard<'_, CallStatus> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One active call as `GET /calls` lists it (JSON).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct CallInfo {
+    pub id: u64,
+    pub user: String,
+    pub target: String,
+    /// `outbound` (a client dialled) or `inbound` (a SIP INVITE).
+    pub direction: &'static str,
+    /// `ringing` or `answered`.
+    pub state: &'static str,
+    pub age_secs: f64,
+    pub answered_secs: Option<f64>,
+    /// Codec the client leg sends (or, before it sent any, is sent), and the SIP leg's.
+    pub client_codec: Option<&'static str>,
+    pub sip_codec: Option<&'static str>,
+    pub transcoding: bool,
+    /// Client legs attached (a publisher and a player are two).
+    pub legs: usize,
 }
 
 impl CallRef {
@@ -333,10 +375,25 @@ impl Calls {
         let (audio_tx, audio_rx) = mpsc::channel(64);
         let (xcoded_tx, xcoded_rx) = mpsc::channel(64);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let status = Arc::new(Mutex::new(CallStatus {
+            user: identity.name().to_string(),
+            target: match &direction {
+                Direction::Outbound(route) => route.target.clone(),
+                Direction::Inbound(_) => key.target.clone(),
+            },
+            inbound: matches!(direction, Direction::Inbound(_)),
+            started: Instant::now(),
+            answered: None,
+            client_codec: None,
+            sip_codec: None,
+            transcoding: false,
+            legs: legs.len(),
+        }));
         let call = CallRef {
             id,
             audio: audio_tx,
             control: control_tx,
+            status: Arc::clone(&status),
         };
         reg.by_key.insert(key.clone(), call.clone());
         *reg.per_user.entry(identity.clone()).or_insert(0) += 1;
@@ -352,7 +409,7 @@ impl Calls {
             audio_rx,
             control_rx,
             legs,
-            media: Media::new(xcoded_tx, xcoded_rx),
+            media: Media::new(xcoded_tx, xcoded_rx, status),
         };
         tokio::spawn(task.run().instrument(span));
         Ok(call)
@@ -379,6 +436,39 @@ impl Calls {
                 JoinError::TooManyCallsForUser => 486,
                 _ => 503,
             })
+    }
+
+    /// Every active call, oldest first (`GET /calls` on the operations listener).
+    pub fn list(&self) -> Vec<CallInfo> {
+        let calls: Vec<CallRef> = self.lock().by_key.values().cloned().collect();
+        let now = Instant::now();
+        let mut out: Vec<CallInfo> = calls
+            .iter()
+            .map(|c| {
+                let s = lock_status(&c.status);
+                CallInfo {
+                    id: c.id,
+                    user: s.user.clone(),
+                    target: s.target.clone(),
+                    direction: if s.inbound { "inbound" } else { "outbound" },
+                    state: if s.answered.is_some() {
+                        "answered"
+                    } else {
+                        "ringing"
+                    },
+                    age_secs: round_ms(now.saturating_duration_since(s.started)),
+                    answered_secs: s
+                        .answered
+                        .map(|a| round_ms(now.saturating_duration_since(a))),
+                    client_codec: s.client_codec,
+                    sip_codec: s.sip_codec,
+                    transcoding: s.transcoding,
+                    legs: s.legs,
+                }
+            })
+            .collect();
+        out.sort_by_key(|c| c.id);
+        out
     }
 
     fn finished(&self, key: &CallKey, id: u64) {
@@ -443,6 +533,11 @@ impl Leg {
     }
 }
 
+/// Seconds, to the millisecond.
+fn round_ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
 /// A call's media plumbing beyond the core: transcoding (on the pool), loss concealment, and
 /// the codec-pair bookkeeping for logs and metrics.
 struct Media {
@@ -464,10 +559,16 @@ struct Media {
     /// Labels of the codec-pair gauge this call holds, and whether it counts as transcoding.
     pair: Option<(&'static str, &'static str)>,
     transcoding: bool,
+    /// What `GET /calls` shows.
+    status: StatusRef,
 }
 
 impl Media {
-    fn new(xcoded_tx: mpsc::Sender<MediaFrame>, xcoded_rx: mpsc::Receiver<MediaFrame>) -> Media {
+    fn new(
+        xcoded_tx: mpsc::Sender<MediaFrame>,
+        xcoded_rx: mpsc::Receiver<MediaFrame>,
+        status: StatusRef,
+    ) -> Media {
         Media {
             xcoded_tx,
             xcoded_rx,
@@ -479,6 +580,7 @@ impl Media {
             client_out: None,
             pair: None,
             transcoding: false,
+            status,
         }
     }
 
@@ -502,6 +604,12 @@ impl Media {
             .increment(1.0);
         if self.transcoding && !was {
             metrics::gauge!(m::TRANSCODING_CALLS).increment(1.0);
+        }
+        {
+            let mut s = lock_status(&self.status);
+            s.client_codec = Some(pair.0);
+            s.sip_codec = Some(pair.1);
+            s.transcoding = self.transcoding;
         }
         info!(
             client = ?client,
@@ -763,6 +871,7 @@ impl CallTask {
                             core.sip_answered(now, &sdp);
                             if core.state() == super::State::Answered {
                                 outcome = "answered";
+                                lock_status(&self.me.status).answered = Some(now);
                                 metrics::histogram!(m::CALL_SETUP_SECONDS).record((now - started).as_secs_f64());
                             }
                         }
@@ -828,6 +937,7 @@ impl CallTask {
                         }
                         if (200..300).contains(&code) {
                             outcome = "answered";
+                            lock_status(&self.me.status).answered = Some(Instant::now());
                             metrics::histogram!(m::CALL_SETUP_SECONDS)
                                 .record(started.elapsed().as_secs_f64());
                         }
@@ -880,6 +990,11 @@ impl CallTask {
     }
 
     fn on_control(&mut self, core: &mut CallCore, ctl: Option<Control>) {
+        self.on_control_inner(core, ctl);
+        lock_status(&self.me.status).legs = self.legs.len();
+    }
+
+    fn on_control_inner(&mut self, core: &mut CallCore, ctl: Option<Control>) {
         match ctl {
             Some(Control::Attach { leg, sink }) => {
                 if let Some(s) = &sink {

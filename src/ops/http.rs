@@ -6,7 +6,7 @@
 //! [`HttpLimits::max_connections`] connections are served at once (others get 503 and close).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -51,7 +51,12 @@ pub struct HttpState {
     /// Set when shutdown begins; `/readyz` is 503 from then on.
     pub draining: Arc<AtomicBool>,
     pub limits: HttpLimits,
+    /// Renders `/calls` (JSON), once the relay has set it.
+    pub calls: Arc<OnceLock<CallsView>>,
 }
+
+/// Renders the active calls as JSON for `GET /calls`.
+pub type CallsView = Box<dyn Fn() -> String + Send + Sync>;
 
 impl HttpState {
     /// Not ready, not draining, default limits.
@@ -61,6 +66,7 @@ impl HttpState {
             ready: Arc::new(AtomicBool::new(false)),
             draining: Arc::new(AtomicBool::new(false)),
             limits: HttpLimits::default(),
+            calls: Arc::new(OnceLock::new()),
         }
     }
 
@@ -317,6 +323,16 @@ fn route(line: &RequestLine<'_>, state: &HttpState) -> Response {
             extra_header: "",
             body: state.metrics.render(),
         },
+        "/calls" => Response {
+            status: 200,
+            reason: "OK",
+            content_type: "application/json",
+            extra_header: "",
+            body: state
+                .calls
+                .get()
+                .map_or_else(|| "[]\n".to_string(), |f| f()),
+        },
         "/healthz" => Response::text(200, "OK", "ok\n"),
         "/readyz" if state.is_ready() => Response::text(200, "OK", "ready\n"),
         "/readyz" => Response::text(503, "Service Unavailable", "not ready\n"),
@@ -395,6 +411,22 @@ mod tests {
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
         assert!(r.contains("Content-Type: text/plain; version=0.0.4"), "{r}");
         assert!(r.contains("skybridge_test_total 3"), "{r}");
+    }
+
+    #[tokio::test]
+    async fn calls_is_an_empty_list_until_the_relay_sets_its_view() {
+        let srv = start(HttpLimits::default()).await;
+        let r = get(srv.addr, "/calls").await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert!(r.contains("Content-Type: application/json\r\n"), "{r}");
+        assert!(r.ends_with("\r\n\r\n[]\n"), "{r}");
+        assert!(srv
+            .state
+            .calls
+            .set(Box::new(|| "[{\"id\":1}]\n".into()))
+            .is_ok());
+        let r = get(srv.addr, "/calls").await;
+        assert!(r.ends_with("\r\n\r\n[{\"id\":1}]\n"), "{r}");
     }
 
     #[tokio::test]

@@ -145,6 +145,14 @@ impl Skybridge {
             .unwrap_or_default()
     }
 
+    /// `GET /calls` on the operations listener, parsed.
+    pub fn calls(&self) -> serde_json::Value {
+        let body = http_get(self.http, "/calls")
+            .and_then(|r| r.split_once("\r\n\r\n").map(|(_, b)| b.to_string()))
+            .unwrap_or_default();
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+    }
+
     /// Sum of the samples of `name` whose labels include every `(key, value)` of `labels`.
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         metric_sum(&self.metrics(), name, labels)
