@@ -215,6 +215,28 @@ fn talk_then_hang_up(
     (bob_heard, client_heard, context)
 }
 
+/// Bob heard GStreamer's 1 kHz and GStreamer bob's 440 Hz, each for ≥ 3 s.
+fn assert_both_tones(
+    bob_heard: &common::audio::Wav,
+    client_heard: &common::audio::Wav,
+    how: &str,
+    context: &str,
+) {
+    for (what, wav, hz) in [
+        ("bob hears GStreamer", bob_heard, 1000.0),
+        ("GStreamer hears bob", client_heard, 440.0),
+    ] {
+        assert_tone_samples(
+            &format!("{what}{how}"),
+            &wav.mono(),
+            wav.rate,
+            hz,
+            3.0,
+            context,
+        );
+    }
+}
+
 fn gstreamer_call(name: &str, via: Via) {
     let _serial = serial();
     if !have_program("gst-launch-1.0") {
@@ -261,22 +283,7 @@ fn gstreamer_call(name: &str, via: Via) {
     let rx = gst_tunnel_receiver(dir.path(), "gst-recv", api, &b.receive, &wav);
     let tx = gst_tunnel_sender(dir.path(), "gst-send", 1000, b.ssrc, send_to);
     let (bob_heard, client_heard, context) = talk_then_hang_up(&mut bob, &sb, tx, rx, &wav, || {});
-    assert_tone_samples(
-        "bob hears GStreamer",
-        &bob_heard.mono(),
-        bob_heard.rate,
-        1000.0,
-        3.0,
-        &context,
-    );
-    assert_tone_samples(
-        "GStreamer hears bob",
-        &client_heard.mono(),
-        client_heard.rate,
-        440.0,
-        3.0,
-        &context,
-    );
+    assert_both_tones(&bob_heard, &client_heard, "", &context);
     assert_eq!(rejected(&sb, "unknown_ssrc"), 0.0, "{context}");
     if let Some(f) = forwarder {
         // The API request, the tunnel and the receive stream each crossed TLS.
@@ -729,22 +736,7 @@ fn gstreamer_opus_call(name: &str, module: &str, rtp_codecs: &str, pair: &str, t
         common::audio::tone_snr_db(&client_heard.mono(), client_heard.rate, 440.0),
     );
     println!("[measure] {name}: GStreamer Opus → phone 1 kHz {up:.1} dB, phone → GStreamer Opus 440 Hz {down:.1} dB");
-    assert_tone_samples(
-        "bob hears GStreamer's Opus",
-        &bob_heard.mono(),
-        bob_heard.rate,
-        1000.0,
-        3.0,
-        &context,
-    );
-    assert_tone_samples(
-        "GStreamer hears bob as Opus",
-        &client_heard.mono(),
-        client_heard.rate,
-        440.0,
-        3.0,
-        &context,
-    );
+    assert_both_tones(&bob_heard, &client_heard, " (Opus)", &context);
     assert!(
         sb.wait_log(
             &[
