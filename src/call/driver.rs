@@ -1179,7 +1179,12 @@ impl CallTask {
                 let out = Box::new(move |f: MediaFrame| {
                     let _ = audio.send((leg_id, f));
                 });
-                let ptime = Duration::from_millis(u64::from(self.calls.ctx.config.rtp.ptime_ms));
+                // One Speex frame per FLV tag: ffmpeg's own Speex decoder plays only the first
+                // frame of a tag.
+                let ptime = match want {
+                    Codec::Speex { .. } => Duration::from_millis(20),
+                    _ => Duration::from_millis(u64::from(self.calls.ctx.config.rtp.ptime_ms)),
+                };
                 match new_session(Link::Reliable, frame.codec, want, ptime, out) {
                     Ok(h) => {
                         debug!(
