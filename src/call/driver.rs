@@ -547,8 +547,9 @@ struct Media {
     /// Transcoder of client audio toward SIP: (from, to), `to` None while it only decodes
     /// (warming its decoder before the SIP answer).
     to_sip: Option<(Codec, Option<Codec>, TranscodeHandle)>,
-    /// Codec refused for transcoding (logged once).
-    refused: Option<Codec>,
+    /// The (from, to) pair that could not be built toward SIP (`to` None: warming), tried
+    /// and logged once.
+    refused: Option<(Codec, Option<Codec>)>,
     /// RTP packets missing before the next frame toward the client.
     pending_loss: u16,
     /// Last frame toward the clients (primes a pass-through leg's concealer).
@@ -635,6 +636,12 @@ impl Media {
     fn transcode_to_sip(&mut self, frame: MediaFrame, sip: Option<Codec>, ptime: Duration) {
         let Some(sip) = sip else { return };
         let from = frame.codec;
+        if self.refused == Some((from, Some(sip))) {
+            // Tried once; building coders again for every frame would only churn memory.
+            metrics::counter!(m::PACKETS_DROPPED_TOTAL, m::label::REASON => m::drop_reason::UNSUPPORTED_CODEC)
+                .increment(1);
+            return;
+        }
         match &mut self.to_sip {
             Some((f, Some(t), _)) if *f == from && *t == sip => {}
             // The decoder has followed the stream since before the answer: keep it.
@@ -655,10 +662,8 @@ impl Media {
                     Err(e) => {
                         metrics::counter!(m::PACKETS_DROPPED_TOTAL, m::label::REASON => m::drop_reason::UNSUPPORTED_CODEC)
                             .increment(1);
-                        if self.refused != Some(from) {
-                            self.refused = Some(from);
-                            warn!(error = %e, "client audio cannot be transcoded to {}", sip.name());
-                        }
+                        self.refused = Some((from, Some(sip)));
+                        warn!(error = %e, "client audio cannot be transcoded to {}", sip.name());
                         return;
                     }
                 }
@@ -675,6 +680,9 @@ impl Media {
     /// starts continues that decoder instead of joining mid-stream.
     fn warm_to_sip(&mut self, frame: MediaFrame, ptime: Duration) {
         let from = frame.codec;
+        if self.refused == Some((from, None)) {
+            return;
+        }
         if !matches!(&self.to_sip, Some((f, None, _)) if *f == from) {
             self.to_sip = None;
             let Some(pool) = TranscodePool::global() else {
@@ -683,6 +691,8 @@ impl Media {
             match Transcoder::warming(from, ptime) {
                 Ok(t) => self.to_sip = Some((from, None, pool.session(t, self.xcoded_sink()))),
                 Err(e) => {
+                    // Once per codec, not per frame.
+                    self.refused = Some((from, None));
                     debug!(error = %e, "client audio not decoded before the answer");
                     return;
                 }

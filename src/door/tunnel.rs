@@ -191,22 +191,17 @@ where
         },
         wants_audio: true,
     };
-    // The first packet may be in the chosen codec's dynamic payload type.
-    let first_frame = match (first_frame, first_raw, slot.codec) {
-        (None, Some(raw), Some(codec)) => {
-            reader.set_dynamic(codec);
-            match crate::tunnel::classify(raw, Some(codec)) {
-                Ok(Packet::Audio { frame, .. }) => Some(frame),
+    // From now on (the first packet included) payload type 96 is the codec the client chose.
+    if let Some(codec) = slot.codec {
+        reader.set_dynamic(codec);
+    }
+    let first_frame =
+        first_frame.or_else(
+            || match crate::tunnel::classify(first_raw?, slot.codec).ok()? {
+                Packet::Audio { frame, .. } => Some(frame),
                 _ => None,
-            }
-        }
-        (frame, _, codec) => {
-            if let Some(codec) = codec {
-                reader.set_dynamic(codec);
-            }
-            frame
-        }
-    };
+            },
+        );
     let call = match shared.calls.start(&slot.identity, &slot.route, leg, sink) {
         Ok(c) => c,
         Err(e) => {
