@@ -161,21 +161,52 @@ fn every_rtmp_format_reaches_a_pcmu_only_phone_as_a_1khz_tone() {
     );
 }
 
-#[test]
-fn an_rtmp_pcmu_client_is_transcoded_to_a_g722_only_phone_both_ways() {
-    let _serial = serial();
-    let dir = TestDir::new("pcmu-to-g722");
+/// What one call heard: a pcm_mulaw publisher and a default ffmpeg player against a phone.
+struct Heard {
+    sb: Skybridge,
+    recorded: Wav,
+    exited: Option<std::process::ExitStatus>,
+    played: std::path::PathBuf,
+    context: String,
+    _dir: TestDir,
+}
+
+/// A phone with only `module`, playing 440 Hz, behind a relay offering `codecs` (the default
+/// when None); the player (ffmpeg announces Nellymoser, G.711, … in `audioCodecs`) and a
+/// pcm_mulaw publisher of 1 kHz join one call by the stream name.
+fn pcmu_publisher_and_default_player(name: &str, module: &str, codecs: Option<&[&str]>) -> Heard {
+    let dir = TestDir::new(name);
     let tone = dir.path().join("tone440.wav");
     write_tone_wav(&tone, 440.0, 20.0, 8000).unwrap();
-    let mut bob = phone(&dir, &["g722.so"], Some(tone));
-    let sb = relay(&dir, &bob);
-    // The player (ffmpeg announces Nellymoser, G.711, … in `audioCodecs`) and the publisher
-    // join one call by the stream name.
-    let out = dir.path().join("played.wav");
-    let mut player = Player::new(&sb.rtmp_url("call/bob"), 3.0, &out).spawn("player", dir.path());
+    let mut bob = phone(&dir, &[module], Some(tone));
+    let sb = relay_with_codecs(&dir, &bob, codecs);
+    let played = dir.path().join("played.wav");
+    let mut player =
+        Player::new(&sb.rtmp_url("call/bob"), 3.0, &played).spawn("player", dir.path());
     let (recorded, context) = publish_to_phone(&dir, &sb, &mut bob, "pcm_mulaw", 8000);
     let exited = player.wait_timeout(10 * SEC);
     let context = format!("{context}\n{}", player.tails(2000));
+    Heard {
+        sb,
+        recorded,
+        exited,
+        played,
+        context,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn an_rtmp_pcmu_client_is_transcoded_to_a_g722_only_phone_both_ways() {
+    let _serial = serial();
+    let Heard {
+        sb,
+        recorded,
+        exited,
+        played: out,
+        context,
+        _dir,
+    } = pcmu_publisher_and_default_player("pcmu-to-g722", "g722.so", None);
     assert_tone_samples(
         "pcm_mulaw → G.722",
         &recorded.mono(),
@@ -260,16 +291,14 @@ fn speex_and_aac_publishers_reach_a_pcmu_only_phone_as_a_1khz_tone() {
 #[test]
 fn an_opus_only_phone_and_an_rtmp_pcmu_client_hear_each_other() {
     let _serial = serial();
-    let dir = TestDir::new("pcmu-to-opus");
-    let tone = dir.path().join("tone440.wav");
-    write_tone_wav(&tone, 440.0, 20.0, 8000).unwrap();
-    let mut bob = phone(&dir, &["opus.so"], Some(tone));
-    let sb = relay_with_codecs(&dir, &bob, Some(&["opus", "pcmu"]));
-    let out = dir.path().join("played.wav");
-    let mut player = Player::new(&sb.rtmp_url("call/bob"), 3.0, &out).spawn("player", dir.path());
-    let (recorded, context) = publish_to_phone(&dir, &sb, &mut bob, "pcm_mulaw", 8000);
-    let exited = player.wait_timeout(10 * SEC);
-    let context = format!("{context}\n{}", player.tails(2000));
+    let Heard {
+        sb,
+        recorded,
+        exited,
+        played: out,
+        context,
+        _dir,
+    } = pcmu_publisher_and_default_player("pcmu-to-opus", "opus.so", Some(&["opus", "pcmu"]));
     assert!(
         sb.wait_log(&["codec pair pcmu/opus", "transcoding=true"], 2 * SEC),
         "the call negotiated Opus\n{context}"
